@@ -1,0 +1,26 @@
+"""otbook: optimal transport for machine learning, in PyTorch.
+
+The library behind the otbook book. Every public name is documented in the book's API appendix.
+"""
+
+from .costs import cost_matrix
+from .exact import emd, wasserstein_1d
+from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
+from .result import OTResult
+from . import plot
+from .utils import device, uniform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OTResult",
+    "plot",
+    "bures_wasserstein",
+    "cost_matrix",
+    "device",
+    "emd",
+    "gaussian_map",
+    "GaussianMap",
+    "uniform",
+    "wasserstein_1d",
+]

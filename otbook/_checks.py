@@ -1,0 +1,187 @@
+"""Every input check of the library, in one place.
+
+Each helper converts what it is given to a ``torch.Tensor`` (NumPy arrays, lists and scalars are
+accepted) and raises a ``ValueError`` or ``TypeError`` whose message names the offending argument.
+Solvers call these first, so that a bad input never turns into a NaN or a silently wrong answer.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = [
+    "as_tensor",
+    "check_points",
+    "check_pair_points",
+    "check_weights",
+    "check_cost",
+    "check_eps",
+    "check_positive",
+    "check_same_mass",
+    "check_finite",
+    "check_covariance",
+]
+
+
+def _describe(x) -> str:
+    return type(x).__name__
+
+
+def as_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Return ``x`` as a floating-point tensor.
+
+    Torch tensors keep their dtype and device (integer tensors become the default float dtype).
+    NumPy arrays, lists and scalars take the dtype and device of ``like`` when given, else
+    float64 for NumPy float64 data and the default dtype otherwise.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x
+        if like is not None and t.device != like.device:
+            raise ValueError(
+                f"{name} is on device {t.device} but the other inputs are on {like.device}; "
+                "move them to one device first"
+            )
+    elif isinstance(x, (np.ndarray, list, tuple, numbers.Number, np.generic)):
+        arr = np.asarray(x)
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+        ):
+            raise TypeError(f"{name} must hold numbers, got an array of dtype {arr.dtype}")
+        if like is not None:
+            return torch.as_tensor(arr, dtype=like.dtype, device=like.device)
+        t = torch.as_tensor(arr)
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or a NumPy array, got {_describe(x)}")
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.to(like.dtype if like is not None else torch.get_default_dtype())
+    return t
+
+
+def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise a ``ValueError`` if ``t`` holds NaN or inf."""
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
+        raise ValueError(f"{name} contains {bad} values")
+    return t
+
+
+def check_points(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Point cloud of shape ``(..., n, d)``; a 1-D input ``(n,)`` is read as ``n`` points in 1-D."""
+    t = as_tensor(x, name, like)
+    if t.ndim == 0:
+        raise ValueError(f"{name} must have shape (n, d) or (n,), got a scalar")
+    if t.ndim == 1:
+        t = t[:, None]
+    if t.shape[-2] == 0:
+        raise ValueError(f"{name} is empty: it has no points")
+    if t.shape[-1] == 0:
+        raise ValueError(f"{name} has points of dimension 0")
+    return check_finite(t, name)
+
+
+def check_pair_points(x, y, names=("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two point clouds with the same dtype, device and feature dimension."""
+    nx, ny = names
+    if isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor):
+        y = check_points(y, ny)
+        x = check_points(x, nx, like=y)
+    else:
+        x = check_points(x, nx)
+        y = check_points(y, ny, like=x if not isinstance(y, torch.Tensor) else None)
+    if x.dtype != y.dtype:
+        raise TypeError(f"{nx} has dtype {x.dtype} but {ny} has dtype {y.dtype}; use one dtype")
+    if x.device != y.device:
+        raise ValueError(f"{nx} is on {x.device} but {ny} is on {y.device}; use one device")
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(
+            f"{nx} and {ny} must have the same feature dimension, got {x.shape[-1]} and {y.shape[-1]}"
+        )
+    return x, y
+
+
+def check_weights(w, n: int, name: str, like: torch.Tensor, batch_shape=()) -> torch.Tensor:
+    """Non-negative, finite weights of length ``n`` (``None`` means uniform), cast like ``like``.
+
+    ``w`` may carry leading batch dimensions that broadcast against ``batch_shape``.
+    """
+    if w is None:
+        return like.new_full((*batch_shape, n), 1.0 / n)
+    if isinstance(w, torch.Tensor):
+        if w.device != like.device:
+            raise ValueError(f"{name} is on {w.device} but the other inputs are on {like.device}")
+        t = as_tensor(w, name).to(like.dtype)
+    else:
+        t = as_tensor(w, name, like=like)
+    if t.ndim == 0:
+        raise ValueError(f"{name} must be a vector of {n} weights, got a scalar")
+    if t.shape[-1] != n:
+        raise ValueError(f"{name} has {t.shape[-1]} weights but there are {n} points")
+    check_finite(t, name)
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} has negative weights")
+    if bool((t.sum(-1) <= 0).any()):
+        raise ValueError(f"{name} has zero total mass")
+    return t
+
+
+def check_cost(C, name: str = "C", like: torch.Tensor | None = None) -> torch.Tensor:
+    """Cost matrix of shape ``(..., n, m)`` without NaN or inf."""
+    t = as_tensor(C, name, like)
+    if t.ndim < 2:
+        raise ValueError(f"{name} must be a matrix of shape (n, m), got shape {tuple(t.shape)}")
+    if t.shape[-1] == 0 or t.shape[-2] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    return check_finite(t, name)
+
+
+def check_positive(value, name: str, allow_none: bool = False):
+    """A finite real number > 0 (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number, got {_describe(value)}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_eps(eps) -> float:
+    """Entropic regularisation strength: a finite number > 0."""
+    return check_positive(eps, "eps")
+
+
+def check_same_mass(a: torch.Tensor, b: torch.Tensor, names=("a", "b"), rtol: float = 1e-6):
+    """Balanced problems need ``a.sum() == b.sum()`` (to ``rtol``)."""
+    sa, sb = a.sum(-1), b.sum(-1)
+    tol = rtol * torch.maximum(sa.abs(), sb.abs()) + 10 * torch.finfo(a.dtype).eps
+    if bool(((sa - sb).abs() > tol).any()):
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same total mass for a balanced problem, "
+            f"got {float(sa.flatten()[0]):.6g} and {float(sb.flatten()[0]):.6g}; normalise them "
+            "or use an unbalanced solver"
+        )
+
+
+def check_covariance(S, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric positive semi-definite matrix (batched over leading dims)."""
+    t = as_tensor(S, name, like)
+    if t.ndim < 2 or t.shape[-1] != t.shape[-2]:
+        raise ValueError(f"{name} must be a square matrix, got shape {tuple(t.shape)}")
+    check_finite(t, name)
+    scale = t.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
+    if bool(((t - t.transpose(-1, -2)).abs() > 1e-6 * scale).any()):
+        raise ValueError(f"{name} must be symmetric")
+    evals = torch.linalg.eigvalsh(t)
+    tol = 1e-7 if t.dtype == torch.float64 else 1e-5
+    if bool((evals < -tol * scale[..., 0]).any()):
+        raise ValueError(
+            f"{name} must be positive semi-definite; its smallest eigenvalue is {float(evals.min()):.3g}"
+        )
+    return t
