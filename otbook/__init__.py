@@ -7,6 +7,7 @@ from .costs import cost_matrix
 from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .result import OTResult
+from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
 from . import plot
 from .utils import device, uniform
 
@@ -18,9 +19,13 @@ __all__ = [
     "bures_wasserstein",
     "cost_matrix",
     "device",
+    "eps_relative",
+    "eps_schedule",
     "emd",
     "gaussian_map",
     "GaussianMap",
+    "sinkhorn",
+    "sinkhorn_divergence",
     "uniform",
     "wasserstein_1d",
 ]

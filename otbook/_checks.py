@@ -23,6 +23,7 @@ __all__ = [
     "check_same_mass",
     "check_finite",
     "check_covariance",
+    "check_potential",
 ]
 
 
@@ -64,7 +65,8 @@ def as_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
 
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Raise a ``ValueError`` if ``t`` holds NaN or inf."""
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    # fast path: one reduction; only a non-finite sum (NaN, inf, or overflow) needs a full look
+    if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
         raise ValueError(f"{name} contains {bad} values")
     return t
@@ -185,3 +187,13 @@ def check_covariance(S, name: str, like: torch.Tensor | None = None) -> torch.Te
             f"{name} must be positive semi-definite; its smallest eigenvalue is {float(evals.min()):.3g}"
         )
     return t
+
+
+def check_potential(t, n: int, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A dual potential of length ``n`` (finite), cast to the dtype and device of ``like``."""
+    if isinstance(t, torch.Tensor) and t.device != like.device:
+        raise ValueError(f"{name} is on {t.device} but the other inputs are on {like.device}")
+    t = as_tensor(t, name, like=None if isinstance(t, torch.Tensor) else like).to(like.dtype)
+    if t.ndim == 0 or t.shape[-1] != n:
+        raise ValueError(f"{name} must have length {n}, got shape {tuple(t.shape)}")
+    return check_finite(t, name)

@@ -1,0 +1,679 @@
+r"""Entropic optimal transport: the Sinkhorn engine.
+
+The problem solved everywhere in this module is
+
+.. math::
+
+    \min_{P \ge 0} \langle P, C \rangle + \varepsilon \operatorname{KL}(P \,|\, a \otimes b)
+    + \rho_a \operatorname{KL}(P 1 \,|\, a) + \rho_b \operatorname{KL}(P^\top 1 \,|\, b),
+
+with ``KL(p | q) = sum p log(p / q) - p + q`` and a marginal penalty replaced by the hard
+constraint when its ``rho`` is ``None`` (balanced: both ``None``; semi-relaxed: one ``None``).
+
+How it is computed (``sinkhorn``): the iterations run in the *kernel domain* — two
+matrix-vector products with a stored kernel per iteration, the speed of the textbook algorithm —
+but the kernel is built from *absorbed* log-domain potentials,
+``K~ = exp((f + g - C) / eps)``, whose entries stay in floating-point range whatever ``eps``.
+When the scalings ``u, v`` drift far from 1 (or a row underflows) they are absorbed back into
+``f, g`` with one exact log-sum-exp step and the kernel is rebuilt (Schmitzer's stabilisation).
+The result is as stable as a log-domain solver and, between absorptions, as fast as a plain one.
+
+For point clouds too large for an ``n x m`` matrix, :func:`sinkhorn_divergence` switches to an
+*online* log-domain solver that recomputes the cost block by block and never stores it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ._checks import (
+    check_cost,
+    check_eps,
+    check_pair_points,
+    check_potential,
+    check_positive,
+    check_same_mass,
+    check_weights,
+)
+from .costs import cost_matrix
+from .result import OTResult
+
+__all__ = ["sinkhorn", "sinkhorn_divergence", "eps_relative", "eps_schedule"]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def eps_relative(C, rel: float = 0.05, stat: str = "mean") -> float:
+    """An absolute ``eps`` set relative to the scale of a cost matrix.
+
+    Parameters
+    ----------
+    C : Tensor or array, shape (..., n, m)
+        Cost matrix.
+    rel : float
+        The fraction (``0.05`` gives 5 % of the scale).
+    stat : {"mean", "max", "median"}
+        Which statistic of ``C`` defines its scale.
+
+    Examples
+    --------
+    >>> import torch, otbook as ob
+    >>> ob.eps_relative(torch.tensor([[0.0, 2.0], [2.0, 0.0]]), rel=0.1)
+    0.1
+    """
+    C = check_cost(C, "C")
+    rel = check_positive(rel, "rel")
+    stats = {"mean": C.mean, "max": C.max, "median": C.median}
+    if stat not in stats:
+        raise ValueError(f"stat must be one of {sorted(stats)}, got {stat!r}")
+    scale = float(stats[stat]())
+    if scale <= 0:
+        raise ValueError(f"the {stat} of C is {scale}, so no eps can be relative to it")
+    return rel * scale
+
+
+def eps_schedule(eps_start: float, eps_end: float, scaling: float = 0.5) -> list[float]:
+    """Geometric ``eps``-scaling schedule from ``eps_start`` down to ``eps_end`` (both included).
+
+    Examples
+    --------
+    >>> import otbook as ob
+    >>> ob.eps_schedule(1.0, 0.1, scaling=0.5)
+    [1.0, 0.5, 0.25, 0.125, 0.1]
+    """
+    eps_start = check_positive(eps_start, "eps_start")
+    eps_end = check_positive(eps_end, "eps_end")
+    scaling = check_positive(scaling, "scaling")
+    if scaling >= 1:
+        raise ValueError(f"scaling must be in (0, 1), got {scaling}")
+    if eps_start <= eps_end:
+        return [eps_end]
+    n_steps = int(math.floor(math.log(eps_end / eps_start) / math.log(scaling) + 1e-9))
+    levels = [eps_start * scaling**k for k in range(n_steps + 1)]
+    if levels[-1] > eps_end * (1 + 1e-12):
+        levels.append(eps_end)
+    else:
+        levels[-1] = eps_end
+    return levels
+
+
+def _check_rho(rho, name):
+    return check_positive(rho, name, allow_none=True)
+
+
+def _check_iter(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _safe_log(w: torch.Tensor) -> torch.Tensor:
+    return torch.log(w)  # zero weights give -inf, which log-sum-exp handles
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Generalised KL(p | q) = sum p log(p/q) - p + q over the last dim (0 log 0 = 0)."""
+    ratio = torch.where(p > 0, p * (torch.log(p) - torch.log(q)), torch.zeros_like(p))
+    return (ratio - p + q).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# dense engine
+
+
+class _Dense:
+    """Log-sum-exp updates on a stored cost (batched over the first dimension)."""
+
+    def __init__(self, C, log_a, log_b):
+        self.C, self.log_a, self.log_b = C, log_a, log_b
+
+    def update_f(self, g, eps, lam):
+        z = self.log_b[:, None, :] + (g[:, None, :] - self.C) / eps
+        return -lam * eps * torch.logsumexp(z, dim=-1)
+
+    def update_g(self, f, eps, lam):
+        z = self.log_a[:, :, None] + (f[:, :, None] - self.C) / eps
+        return -lam * eps * torch.logsumexp(z, dim=-2)
+
+    def kernel(self, f, g, eps):
+        K = f[:, :, None] - self.C  # one allocation, the rest in place
+        K.add_(g[:, None, :]).div_(eps).exp_()
+        # flush subnormal entries: they are negligible, and they make every product slow
+        return K.masked_fill_(K < torch.finfo(K.dtype).tiny, 0.0)
+
+
+def _threshold(dtype):
+    # how far the scalings may drift before they are absorbed into the potentials
+    # (u v K~ stays far from overflow, and kernel entries that underflowed stay negligible)
+    return 1e12 if dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e40
+
+
+def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, check_every,
+                    f, g, progress):
+    """Stabilised kernel-domain Sinkhorn on a batch ``C`` of shape (B, n, m).
+
+    Returns the potentials (scalings folded in), the plan, the per-problem criterion, the
+    per-problem convergence flags and iteration counts, the total iterations and the number of
+    absorptions.
+    """
+    B, n, m = C.shape
+    eng = _Dense(C, _safe_log(a), _safe_log(b))
+    balanced = lam_a_fn(1.0) == 1.0 and lam_b_fn(1.0) == 1.0
+    thr = _threshold(C.dtype)
+    # on a CPU the range test is nearly free; on an accelerator it would force a device sync
+    # every iteration, so there it runs with the convergence test (non-finite values are then
+    # rolled back to the last good scalings)
+    range_every = 1 if C.device.type == "cpu" else check_every
+    if g is None:
+        g = C.new_zeros(B, m)
+    n_absorb = 0
+    total_iter = 0
+    iters = torch.zeros(B, dtype=torch.long, device=C.device)
+    err = torch.full((B,), float("inf"), dtype=C.dtype, device=C.device)
+    done = torch.zeros(B, dtype=torch.bool, device=C.device)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc="sinkhorn", leave=False)
+
+    for level, eps in enumerate(eps_levels):
+        lam_a, lam_b = lam_a_fn(eps), lam_b_fn(eps)
+        if level < len(eps_levels) - 1:  # annealing: one exact log-domain step per level
+            f = eng.update_f(g, eps, lam_a)
+            g = eng.update_g(f, eps, lam_b)
+            total_iter += 1
+            continue
+        # base potentials: f = c-transform of g, so every row of K~ has an entry equal to 1
+        f = (C - g[:, None, :]).amin(-1)
+        K = eng.kernel(f, g, eps)
+        u = C.new_ones(B, n)
+        v = C.new_ones(B, m)
+        v_good = v
+        it = 0
+        while it < max_iter:
+            it += 1
+            s = torch.bmm(K, (b * v)[:, :, None])[:, :, 0]
+            check = it % check_every == 0 or it == max_iter
+            if check and balanced:
+                err = (a * u * s - a).abs().sum(-1)
+            u_old = u
+            u = 1.0 / s if lam_a == 1.0 else torch.exp((lam_a - 1.0) * f / eps) * s.pow(-lam_a)
+            t = torch.bmm((a * u)[:, None, :], K)[:, 0, :]
+            v_old = v
+            v = 1.0 / t if lam_b == 1.0 else torch.exp((lam_b - 1.0) * g / eps) * t.pow(-lam_b)
+            if check and not balanced:
+                err = torch.log(u / u_old).abs().amax(-1) + torch.log(v / v_old).abs().amax(-1)
+                err = torch.nan_to_num(err, nan=float("inf"))
+            if it % range_every == 0 or check:
+                lo, hi = torch.aminmax(torch.cat([u.flatten(), v.flatten()]))
+                if not (hi < thr and lo > 1.0 / thr):
+                    # absorb: fold the last finite v into g, then one exact log-domain step
+                    lv = torch.log(v)
+                    lv = torch.where(torch.isfinite(lv), lv, torch.log(v_good))
+                    g = g + eps * lv
+                    f = eng.update_f(g, eps, lam_a)
+                    g = eng.update_g(f, eps, lam_b)
+                    K = eng.kernel(f, g, eps)
+                    u = C.new_ones(B, n)
+                    v = C.new_ones(B, m)
+                    n_absorb += 1
+                    if check and not balanced:
+                        err = torch.full_like(err, float("inf"))
+                v_good = v
+            if check:
+                newly = (err <= tol) & ~done
+                iters = torch.where(newly, torch.full_like(iters, total_iter + it), iters)
+                done = done | (err <= tol)
+                if bar is not None:
+                    bar.update(check_every)
+                    bar.set_postfix(err=f"{float(err.max()):.2e}")
+                if bool(done.all()):
+                    break
+        total_iter += it
+        iters = torch.where(done, iters, torch.full_like(iters, total_iter))
+    if bar is not None:
+        bar.close()
+    plan = K.mul_((a * u)[:, :, None]).mul_((b * v)[:, None, :])
+    f = f + eps * torch.log(u)
+    g = g + eps * torch.log(v)
+    return f, g, plan, err, done, iters, total_iter, n_absorb
+
+
+def _dual_terms(a, b, f, g, mass, eps, rho_a, rho_b):
+    """The dual objective given the plan's total mass (all terms are O(n + m))."""
+    value = -eps * (mass - a.sum(-1) * b.sum(-1))
+    if rho_a is None:
+        value = value + (a * f).sum(-1)
+    else:
+        value = value - rho_a * (a * torch.expm1(-f / rho_a)).sum(-1)
+    if rho_b is None:
+        value = value + (b * g).sum(-1)
+    else:
+        value = value - rho_b * (b * torch.expm1(-g / rho_b)).sum(-1)
+    return value
+
+
+def _value(C, a, b, f, g, plan, eps, rho_a, rho_b):
+    """Dual objective at the returned potentials, with envelope-theorem gradients.
+
+    The gradient for C is the plan. For the weights, the dual objective is differentiated at
+    fixed potentials (exact by the envelope theorem; for a balanced problem it equals f and g at
+    convergence). Only the parts that need a gradient cost an n x m pass.
+    """
+    f, g, plan = f.detach(), g.detach(), plan.detach()
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        E = torch.exp((f[..., :, None] + g[..., None, :] - C.detach()) / eps)
+        mass = (a[..., :, None] * b[..., None, :] * E).sum((-2, -1))
+    else:
+        mass = plan.sum((-2, -1))
+    value = _dual_terms(a, b, f, g, mass, eps, rho_a, rho_b)
+    if torch.is_grad_enabled() and C.requires_grad:
+        value = value + (plan * (C - C.detach())).sum((-2, -1))
+    return value
+
+
+def _primal(plan, a, b, f, g, eps, rho_a, rho_b):
+    """Primal objective of a plan P = a b exp((f + g - C)/eps), in O(n + m) from its marginals.
+
+    Uses eps sum P log(P / ab) = <P 1, f> + <P^T 1, g> - <P, C>.
+    """
+    pa, pb = plan.sum(-1), plan.sum(-2)
+    value = (pa * f).sum(-1) + (pb * g).sum(-1) - eps * (pa.sum(-1) - a.sum(-1) * b.sum(-1))
+    if rho_a is not None:
+        value = value + rho_a * _kl(pa, a)
+    if rho_b is not None:
+        value = value + rho_b * _kl(pb, b)
+    return value
+
+
+def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_iter: int = 10_000,
+             eps_scaling: float | None = None, init=None, check_every: int = 10,
+             warn: bool = True, progress: bool = False) -> OTResult:
+    r"""Entropic optimal transport (balanced, unbalanced or semi-relaxed) by Sinkhorn iterations.
+
+    Solves
+
+    .. math::
+
+        \min_{P \ge 0}\ \langle P, C\rangle + \varepsilon\,\mathrm{KL}(P \mid a \otimes b)
+        + \rho_a \mathrm{KL}(P 1 \mid a) + \rho_b \mathrm{KL}(P^\top 1 \mid b),
+
+    where a ``None`` strength turns its penalty into the hard constraint (``P 1 = a``).
+
+    Parameters
+    ----------
+    a : Tensor or array, shape (..., n), or None
+        Source weights (``None``: uniform).
+    b : Tensor or array, shape (..., m), or None
+        Target weights (``None``: uniform). For a balanced problem, same total mass as ``a``.
+    C : Tensor or array, shape (..., n, m)
+        Cost matrix; leading dimensions are a batch of independent problems.
+    eps : float
+        Entropic regularisation, absolute (see :func:`eps_relative`); must be > 0.
+    rho_a, rho_b : float or None
+        Strengths of the KL marginal penalties (POT's ``reg_m`` with ``reg_type="kl"``);
+        ``None`` (default) for a hard constraint.
+    tol : float
+        Stopping tolerance. Balanced problems stop when the L1 marginal violation
+        :math:`\|P 1 - a\|_1 + \|P^\top 1 - b\|_1` is below ``tol``; unbalanced and
+        semi-relaxed problems when the potentials change by less than ``tol * eps`` (sup norm)
+        between two iterations.
+    max_iter : int
+        Iteration budget (at the final ``eps``).
+    eps_scaling : float in (0, 1), optional
+        Anneal ``eps`` geometrically from ``max(C)`` down to ``eps`` by this factor, one
+        iteration per level, before iterating to convergence.
+    init : tuple of Tensors (f, g), optional
+        Warm-start potentials.
+    check_every : int
+        How often the stopping criterion is evaluated.
+    warn : bool
+        Emit a ``RuntimeWarning`` when a problem did not converge.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    OTResult
+        ``plan``; ``value``, the regularised objective (its dual form at the returned
+        potentials), differentiable in ``C``, ``a`` and ``b`` by the envelope theorem (the
+        gradient for ``C`` is the plan; no back-propagation through the iterations);
+        ``value_linear`` :math:`= \langle P, C\rangle`, whose gradient in ``C`` is the plan held
+        fixed (POT's ``sinkhorn2`` convention); potentials ``f`` and ``g``, with
+        :math:`P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}`; ``n_iter``;
+        ``converged`` (a bool, or a tensor of bools for a batch); ``marginal_error``.
+        ``extra`` holds the per-problem iteration counts, the primal objective, the final
+        criterion value and the number of log-domain absorptions.
+
+    Examples
+    --------
+    >>> import torch, otbook as ob
+    >>> x = torch.linspace(0, 1, 5, dtype=torch.float64)[:, None]
+    >>> res = ob.sinkhorn(None, None, ob.cost_matrix(x, x + 0.5), eps=0.01)
+    >>> res.converged, round(float(res.value_linear), 4)
+    (True, 0.25)
+    """
+    C = check_cost(C, "C")
+    eps = check_eps(eps)
+    rho_a, rho_b = _check_rho(rho_a, "rho_a"), _check_rho(rho_b, "rho_b")
+    tol = check_positive(tol, "tol")
+    max_iter = _check_iter(max_iter, "max_iter")
+    check_every = _check_iter(check_every, "check_every")
+    if eps_scaling is not None:
+        eps_scaling = check_positive(eps_scaling, "eps_scaling")
+        if eps_scaling >= 1:
+            raise ValueError(f"eps_scaling must be in (0, 1), got {eps_scaling}")
+    n, m = C.shape[-2:]
+    batch = C.shape[:-2]
+    a = check_weights(a, n, "a", like=C, batch_shape=batch)
+    b = check_weights(b, m, "b", like=C, batch_shape=batch)
+    if rho_a is None and rho_b is None:
+        check_same_mass(a, b)
+    full = torch.broadcast_shapes(batch, a.shape[:-1], b.shape[:-1])
+    Cb = C.detach().expand(*full, n, m).reshape(-1, n, m)
+    ab = a.detach().expand(*full, n).reshape(-1, n)
+    bb = b.detach().expand(*full, m).reshape(-1, m)
+    f0 = g0 = None
+    if init is not None:
+        if not (isinstance(init, (tuple, list)) and len(init) == 2):
+            raise TypeError("init must be a pair (f, g) of potentials")
+        f0 = check_potential(init[0], n, "init[0]", C).expand(*full, n).reshape(-1, n).clone()
+        g0 = check_potential(init[1], m, "init[1]", C).expand(*full, m).reshape(-1, m).clone()
+
+    def lam(rho):
+        return (lambda e: 1.0) if rho is None else (lambda e: rho / (rho + e))
+
+    levels = [eps]
+    if eps_scaling is not None:
+        levels = eps_schedule(max(float(Cb.max()), eps), eps, eps_scaling)
+
+    with torch.no_grad():
+        f, g, plan, err, done, iters, n_iter, n_absorb = _sinkhorn_dense(
+            Cb, ab, bb, levels, lam(rho_a), lam(rho_b), tol, max_iter, check_every, f0, g0, progress
+        )
+        pa, pb = plan.sum(-1), plan.sum(-2)
+        marg = (pa - ab).abs().sum(-1) + (pb - bb).abs().sum(-1)
+        primal = _primal(plan, ab, bb, f, g, eps, rho_a, rho_b)
+
+    f = f.reshape(*full, n)
+    g = g.reshape(*full, m)
+    plan = plan.reshape(*full, n, m)
+    value = _value(C, a, b, f, g, plan, eps, rho_a, rho_b)
+    value_linear = (plan.detach() * C).sum((-2, -1))
+    if not (torch.isfinite(f).all() and torch.isfinite(g).all() and torch.isfinite(marg).all()):
+        raise FloatingPointError(
+            "sinkhorn produced non-finite values; this is a bug, please report it with the inputs"
+        )
+    converged = done.reshape(full)
+    all_ok = bool(converged.all())
+    if warn and not all_ok:
+        bad = int((~converged).sum())
+        warnings.warn(
+            f"sinkhorn did not converge for {bad} problem(s) in {max_iter} iterations "
+            f"(criterion {float(err.max()):.3g} > tol {tol:g}); raise max_iter, or use a larger "
+            "eps or eps_scaling",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return OTResult(
+        plan=plan,
+        value=value,
+        value_linear=value_linear,
+        f=f,
+        g=g,
+        n_iter=int(n_iter),
+        converged=all_ok if full == () else converged,
+        marginal_error=marg.reshape(full),
+        extra={
+            "n_iter_per_problem": iters.reshape(full),
+            "primal": primal.reshape(full),
+            "criterion": err.reshape(full),
+            "n_absorptions": n_absorb,
+            "eps": eps,
+            "eps_levels": levels,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# online (blockwise) engine for point clouds
+
+
+def _block_rows(n_rows: int, n_cols: int, dtype, budget_bytes: int) -> int:
+    size = torch.finfo(dtype).bits // 8
+    return max(1, min(n_rows, budget_bytes // max(1, 3 * n_cols * size)))
+
+
+def _online_lse(x, y, h, eps, x2, y2, block):
+    """For each i: log sum_j exp(h_j - |x_i - y_j|^2 / eps), computed block by block."""
+    out = x.new_empty(x.shape[0])
+    for s in range(0, x.shape[0], block):
+        xs = x[s:s + block]
+        Cb = (x2[s:s + block, None] + y2[None, :] - 2.0 * xs @ y.T).clamp_min_(0.0)
+        z = Cb.div_(-eps).add_(h[None, :])
+        out[s:s + block] = torch.logsumexp(z, dim=1)
+    return out
+
+
+def _online_plan_products(x, y, a, b, f, g, eps, x2, y2, block):
+    """Row sums of P and P @ y, block by block (P_ij = a_i b_j exp((f_i + g_j - C_ij)/eps))."""
+    rows = x.new_empty(x.shape[0])
+    Py = x.new_empty(x.shape)
+    log_b = torch.log(b)
+    for s in range(0, x.shape[0], block):
+        xs = x[s:s + block]
+        Cb = (x2[s:s + block, None] + y2[None, :] - 2.0 * xs @ y.T).clamp_min_(0.0)
+        z = (f[s:s + block, None] - Cb + g[None, :]).div_(eps).add_(log_b[None, :])
+        P = torch.exp_(z).mul_(a[s:s + block, None])
+        rows[s:s + block] = P.sum(1)
+        Py[s:s + block] = P @ y
+    return rows, Py
+
+
+def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes, check_every):
+    """Balanced log-domain Sinkhorn for the squared Euclidean cost without an n x m matrix."""
+    x2, y2 = (x * x).sum(1), (y * y).sum(1)
+    log_a, log_b = torch.log(a), torch.log(b)
+    bx = _block_rows(x.shape[0], y.shape[0], x.dtype, budget_bytes)
+    by = _block_rows(y.shape[0], x.shape[0], x.dtype, budget_bytes)
+    f = x.new_zeros(x.shape[0])
+    g = y.new_zeros(y.shape[0])
+    levels = [eps]
+    if eps_scaling is not None:
+        diam2 = float(((x.amax(0) - x.amin(0)).clamp_min(0) ** 2).sum()
+                      + ((y.amax(0) - y.amin(0)) ** 2).sum()
+                      + ((x.mean(0) - y.mean(0)) ** 2).sum())
+        levels = eps_schedule(max(diam2, eps), eps, eps_scaling)
+    n_iter, err, converged = 0, float("inf"), False
+    for level, e in enumerate(levels):
+        last = level == len(levels) - 1
+        budget = max_iter if last else 1
+        for it in range(budget):
+            f = -e * _online_lse(x, y, log_b + g / e, e, x2, y2, bx)
+            g_new = -e * _online_lse(y, x, log_a + f / e, e, y2, x2, by)
+            g = g_new
+            n_iter += 1
+            if last and ((it + 1) % check_every == 0 or it + 1 == budget):
+                # after the g-update the columns are exact: measure the rows
+                lse = _online_lse(x, y, log_b + g / e, e, x2, y2, bx)
+                rows = a * torch.exp(f / e + lse)
+                err = float((rows - a).abs().sum())
+                if err <= tol:
+                    converged = True
+                    break
+    return f, g, n_iter, err, converged
+
+
+def _symmetric(lse_fn, a, eps, tol, max_iter):
+    """Potential of the symmetric problem OT_eps(alpha, alpha), by averaged updates.
+
+    ``lse_fn(h)`` returns ``log sum_j exp(h_j - C_ij / eps)``. The averaged fixed-point
+    iteration f <- (f + T(f)) / 2 converges in a few dozen steps where the alternating one
+    crawls (the symmetric problem is the slow case of Sinkhorn). The criterion is the L1
+    marginal violation of the plan a a^T exp((f + f - C)/eps), read off T(f) for free.
+    """
+    log_a = torch.log(a)
+    f = a.new_zeros(a.shape)
+    err = float("inf")
+    for it in range(1, max_iter + 1):
+        Tf = -eps * lse_fn(log_a + f / eps)
+        err = float((a * torch.expm1((f - Tf) / eps).abs()).sum())
+        if err <= tol:
+            return f, it, err, True
+        f = 0.5 * (f + Tf)
+    return f, max_iter, err, False
+
+
+class _OnlineOTValue(torch.autograd.Function):
+    """<a, f> + <b, g> at converged potentials, with envelope gradients in x, y, a, b."""
+
+    @staticmethod
+    def forward(ctx, x, y, a, b, f, g, eps, block):
+        ctx.save_for_backward(x, y, a, b, f, g)
+        ctx.eps, ctx.block = eps, block
+        return (a * f).sum() + (b * g).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, a, b, f, g = ctx.saved_tensors
+        eps, block = ctx.eps, ctx.block
+        gx = gy = None
+        x2, y2 = (x * x).sum(1), (y * y).sum(1)
+        if ctx.needs_input_grad[0]:
+            rows, Py = _online_plan_products(x, y, a, b, f, g, eps, x2, y2, block)
+            gx = grad * 2.0 * (x * rows[:, None] - Py)
+        if ctx.needs_input_grad[1]:
+            cols, Px = _online_plan_products(y, x, b, a, g, f, eps, y2, x2, block)
+            gy = grad * 2.0 * (y * cols[:, None] - Px)
+        ga = grad * f if ctx.needs_input_grad[2] else None
+        gb = grad * g if ctx.needs_input_grad[3] else None
+        return gx, gy, ga, gb, None, None, None, None
+
+
+def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: float = 1e-6,
+                        max_iter: int = 10_000, eps_scaling: float | None = None,
+                        backend: str = "auto", memory_budget: float = 2e9, warn: bool = True):
+    r"""The debiased Sinkhorn divergence between two weighted point clouds.
+
+    .. math::
+
+        S_\varepsilon(\alpha, \beta) = \mathrm{OT}_\varepsilon(\alpha, \beta)
+        - \tfrac12 \mathrm{OT}_\varepsilon(\alpha, \alpha) - \tfrac12 \mathrm{OT}_\varepsilon(\beta, \beta),
+
+    with :math:`\mathrm{OT}_\varepsilon` the balanced entropic problem of :func:`sinkhorn`. It is
+    non-negative, zero when the measures coincide, and for the squared Euclidean cost
+    :math:`S_\varepsilon(\alpha, \alpha(\cdot - t)) = \|t\|^2` exactly.
+
+    Parameters
+    ----------
+    x, y : Tensor or array, shapes (n, d) and (m, d)
+        The two point clouds (differentiable).
+    eps : float
+        Entropic regularisation (absolute), > 0.
+    a, b : Tensor or array, optional
+        Weights (default uniform), same total mass.
+    cost : str or callable
+        Ground cost (see :func:`cost_matrix`). The online backend supports ``"sqeuclidean"``.
+    tol, max_iter, eps_scaling, warn
+        As in :func:`sinkhorn`, for each of the three problems.
+    backend : {"auto", "dense", "online"}
+        ``"dense"`` stores the ``n x m`` cost matrices; ``"online"`` recomputes the cost block by
+        block in log-domain, with memory linear in ``n + m``; ``"auto"`` picks ``"online"`` when
+        the dense matrices would exceed ``memory_budget`` bytes.
+    memory_budget : float
+        Bytes the dense backend may use (and the block size of the online backend).
+
+    Returns
+    -------
+    Tensor
+        :math:`S_\varepsilon`, a scalar, differentiable in ``x``, ``y``, ``a`` and ``b`` (envelope
+        gradients from the potentials).
+
+    Examples
+    --------
+    >>> import torch, otbook as ob
+    >>> x = torch.randn(50, 2, dtype=torch.float64)
+    >>> s = ob.sinkhorn_divergence(x, x + torch.tensor([1.0, 0.0], dtype=torch.float64), eps=0.1)
+    >>> round(float(s), 5)
+    1.0
+    """
+    x, y = check_pair_points(x, y)
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (n, d), got {tuple(x.shape)}")
+    eps = check_eps(eps)
+    a = check_weights(a, x.shape[0], "a", like=x)
+    b = check_weights(b, y.shape[0], "b", like=x)
+    check_same_mass(a, b)
+    budget = check_positive(memory_budget, "memory_budget")
+    if backend not in ("auto", "dense", "online"):
+        raise ValueError(f"backend must be 'auto', 'dense' or 'online', got {backend!r}")
+    n, m = x.shape[0], y.shape[0]
+    size = torch.finfo(x.dtype).bits // 8
+    dense_bytes = 3 * (n * m + n * n + m * m) * size
+    if backend == "auto":
+        backend = "dense" if dense_bytes <= budget else "online"
+    if backend == "online":
+        if cost != "sqeuclidean":
+            raise ValueError("the online backend supports cost='sqeuclidean' only")
+        return _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, int(budget), warn)
+
+    ot_xy = sinkhorn(a, b, cost_matrix(x, y, cost), eps, tol=tol, max_iter=max_iter,
+                     eps_scaling=eps_scaling, warn=warn).value
+    self_terms = []
+    for p, w in ((x, a), (y, b)):
+        Cpp = cost_matrix(p, p, cost)
+        Cd = Cpp.detach()
+        f, n_iter, err, ok = _symmetric(
+            lambda h: torch.logsumexp(h[None, :] - Cd / eps, dim=1), w.detach(), eps, tol, max_iter
+        )
+        _warn_symmetric(warn, ok, n_iter, err, tol)
+        with torch.no_grad():
+            plan = w[:, None] * w[None, :] * torch.exp((f[:, None] + f[None, :] - Cd) / eps)
+        self_terms.append(_value(Cpp, w, w, f, f, plan, eps, None, None))
+    return ot_xy - 0.5 * (self_terms[0] + self_terms[1])
+
+
+def _warn_symmetric(warn, ok, n_iter, err, tol):
+    if warn and not ok:
+        warnings.warn(
+            f"sinkhorn_divergence: a symmetric problem did not converge in {n_iter} iterations "
+            f"(marginal error {err:.3g} > tol {tol:g})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget, warn):
+    values = []
+    block = _block_rows(max(x.shape[0], y.shape[0]), max(x.shape[0], y.shape[0]), x.dtype, budget)
+    with torch.no_grad():
+        f, g, n_iter, err, ok = _sinkhorn_online(
+            x.detach(), y.detach(), a.detach(), b.detach(), eps, tol, max_iter, eps_scaling,
+            budget, check_every=5,
+        )
+    if warn and not ok:
+        warnings.warn(
+            f"sinkhorn_divergence (online): the problem did not converge in {n_iter} iterations "
+            f"(marginal error {err:.3g} > tol {tol:g})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    values.append(_OnlineOTValue.apply(x, y, a, b, f, g, eps, block))
+    for p, w in ((x, a), (y, b)):
+        pd = p.detach()
+        p2 = (pd * pd).sum(1)
+        bp = _block_rows(pd.shape[0], pd.shape[0], pd.dtype, budget)
+        with torch.no_grad():
+            f, n_iter, err, ok = _symmetric(
+                lambda h: _online_lse(pd, pd, h, eps, p2, p2, bp), w.detach(), eps, tol, max_iter
+            )
+        _warn_symmetric(warn, ok, n_iter, err, tol)
+        values.append(_OnlineOTValue.apply(p, p, w, w, f, f, eps, block))
+    return values[0] - 0.5 * (values[1] + values[2])
