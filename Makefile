@@ -2,7 +2,10 @@
 # Each target creates .venv and installs what it needs on first use.
 #
 #   make book      build the HTML book, executing every chapter   -> _build/html/index.html
-#   make test      unit tests + every chapter of _toc.yml executed afresh
+#   make test      unit tests + every chapter of _toc.yml executed afresh + every page of the
+#                  built book checked in headless Chromium (screenshots -> _build/screenshots)
+#   make pages     the page check alone (tests/test_pages.py)
+#   make browser   install Debian's chromium for the page check, when missing (apt-get, as root)
 #   make lab       Jupyter Lab on the chapters (the .md files open as notebooks)
 #   make student   the book with exercise solutions removed         -> _build/student/src/_build/html
 #   make notebooks the chapters as .ipynb (for Colab / download)    -> _build/notebooks
@@ -17,7 +20,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.otbook-installed
 JB     := $(VENV)/bin/jupyter-book
 
-.PHONY: book test unit chapters lab student notebooks install clean
+.PHONY: book test unit chapters pages browser lab student notebooks install clean
 
 install: $(STAMP)
 
@@ -31,13 +34,29 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(PY) tools/cache_key.py _build/.jupyter_cache
 	$(JB) build . --builder html -W --keep-going
-	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html (each chapter's executed .ipynb beside its page)"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest tests
 
 unit: $(STAMP)
-	$(PY) -m pytest tests --ignore=tests/test_chapters.py
+	$(PY) -m pytest tests --ignore=tests/test_chapters.py --ignore=tests/test_pages.py
+
+pages: $(STAMP) browser
+	$(PY) -m pytest tests/test_pages.py
+
+# Headless Chromium for the page check: Debian's package, installed when missing (CI runs as root).
+CHROMIUM_FOUND = [ -n "$$OTBOOK_CHROMIUM" ] || [ -x /usr/lib/chromium/chromium ] \
+	|| command -v chromium || command -v chromium-browser || command -v google-chrome
+browser:
+	@if { $(CHROMIUM_FOUND); } >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "The page check needs Chromium: install it, or set OTBOOK_CHROMIUM to its binary." >&2; exit 1; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	echo "Installing Debian's chromium for the page check (apt-get)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 chapters: $(STAMP)
 	$(PY) -m pytest tests/test_chapters.py

@@ -9,6 +9,7 @@ from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
 from . import plot
+from .notebook import setup_notebook
 from .utils import device, uniform
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "emd",
     "gaussian_map",
     "GaussianMap",
+    "setup_notebook",
     "sinkhorn",
     "sinkhorn_divergence",
     "uniform",

@@ -7,12 +7,15 @@ a copy of the sources in which the solution blocks are cut out. Exercises stay.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.book import ROOT, write_config  # noqa: E402
+
 OPEN = re.compile(r"^(`{3,}|:{3,})\{(solution|solution-start|solution-end)\}")
 
 
@@ -39,23 +42,25 @@ def strip_solutions(text: str) -> str:
     return "".join(out)
 
 
-def main(dest: str) -> None:
+def main(dest: str, execute: str | None = None) -> None:
     dest_dir = ROOT / dest
     if dest_dir.exists():
         shutil.rmtree(dest_dir)
     dest_dir.mkdir(parents=True)
-    for name in ["_config.yml", "_toc.yml", "intro.md", "references.bib"]:
+    for name in ["_toc.yml", "intro.md", "references.bib"]:
         shutil.copy(ROOT / name, dest_dir / name)
     shutil.copytree(ROOT / "otbook", dest_dir / "otbook")  # for {literalinclude} of library code
     for src in (ROOT / "chapters").rglob("*.md"):
         out = dest_dir / src.relative_to(ROOT)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(strip_solutions(src.read_text()))
-    cfg = (dest_dir / "_config.yml").read_text()
-    cfg = re.sub(r'^title: "(.*)"', r'title: "\1 (student edition)"', cfg, count=1, flags=re.M)
-    (dest_dir / "_config.yml").write_text(cfg)
+    write_config(dest_dir / "_config.yml", execute=execute, title_suffix=" (student edition)")
     print(f"student sources in {dest_dir}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "_build/student/src")
+    ap = argparse.ArgumentParser(description="Write the student edition's sources.")
+    ap.add_argument("dest", nargs="?", default="_build/student/src")
+    ap.add_argument("--execute", help="execution mode of its build (default: the book's)")
+    args = ap.parse_args()
+    main(args.dest, args.execute)
