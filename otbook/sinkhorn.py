@@ -209,7 +209,10 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
             v_old = v
             v = 1.0 / t if lam_b == 1.0 else torch.exp((lam_b - 1.0) * g / eps) * t.pow(-lam_b)
             if check and not balanced:
-                err = torch.log(u / u_old).abs().amax(-1) + torch.log(v / v_old).abs().amax(-1)
+                # sup-norm of the relative change of the plan, max_ij |d log u_i + d log v_j|:
+                # blind to the shift (f + c, g - c), which leaves the plan unchanged
+                du, dv = torch.log(u / u_old), torch.log(v / v_old)
+                err = torch.maximum((du.amax(-1) + dv.amax(-1)).abs(), (du.amin(-1) + dv.amin(-1)).abs())
                 err = torch.nan_to_num(err, nan=float("inf"))
             if it % range_every == 0 or check:
                 lo, hi = torch.aminmax(torch.cat([u.flatten(), v.flatten()]))
@@ -240,6 +243,9 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
         iters = torch.where(done, iters, torch.full_like(iters, total_iter))
     if bar is not None:
         bar.close()
+    if lam_a == 1.0 and lam_b != 1.0:
+        # semi-relaxed with a hard source side: end on its update, so that P 1 = a exactly
+        u = 1.0 / torch.bmm(K, (b * v)[:, :, None])[:, :, 0]
     plan = K.mul_((a * u)[:, :, None]).mul_((b * v)[:, None, :])
     f = f + eps * torch.log(u)
     g = g + eps * torch.log(v)
@@ -323,8 +329,9 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
     tol : float
         Stopping tolerance. Balanced problems stop when the L1 marginal violation
         :math:`\|P 1 - a\|_1 + \|P^\top 1 - b\|_1` is below ``tol``; unbalanced and
-        semi-relaxed problems when the potentials change by less than ``tol * eps`` (sup norm)
-        between two iterations.
+        semi-relaxed problems when the potentials change by less than ``tol * eps`` between two
+        iterations, measured on ``f_i + g_j`` (that is, the plan's relative change
+        :math:`\max_{ij} |\Delta \log P_{ij}|`), which ignores the shift ``(f + c, g - c)``.
     max_iter : int
         Iteration budget (at the final ``eps``).
     eps_scaling : float in (0, 1), optional
@@ -447,68 +454,95 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
 
 
 def _block_rows(n_rows: int, n_cols: int, dtype, budget_bytes: int) -> int:
+    """Rows per block: a block of ``rows x n_cols`` stays within a few MB (cache-friendly)
+    and within ``budget_bytes``."""
     size = torch.finfo(dtype).bits // 8
-    return max(1, min(n_rows, budget_bytes // max(1, 3 * n_cols * size)))
+    cap = min(budget_bytes, 8 * 2**20)
+    return max(1, min(n_rows, cap // max(1, n_cols * size)))
 
 
-def _online_lse(x, y, h, eps, x2, y2, block):
-    """For each i: log sum_j exp(h_j - |x_i - y_j|^2 / eps), computed block by block."""
-    out = x.new_empty(x.shape[0])
-    for s in range(0, x.shape[0], block):
-        xs = x[s:s + block]
-        Cb = (x2[s:s + block, None] + y2[None, :] - 2.0 * xs @ y.T).clamp_min_(0.0)
-        z = Cb.div_(-eps).add_(h[None, :])
-        out[s:s + block] = torch.logsumexp(z, dim=1)
-    return out
+class _Online:
+    """Log-sum-exp over ``j`` of ``h_j - |x_i - y_j|^2 / eps`` without an ``n x m`` matrix.
+
+    With ``|x - y|^2 = |x|^2 + |y|^2 - 2 <x, y>`` the row term leaves the sum and the rest is one
+    fused matrix product per block, ``2/eps x_i . y_j + (h_j - |y_j|^2 / eps)``, followed by an
+    in-place exponential: the cost is recomputed, never stored. The points are centred first
+    (the cost is translation invariant), which keeps the expansion accurate in float32.
+    """
+
+    def __init__(self, x, y, budget):
+        c = 0.5 * (x.mean(0) + y.mean(0))
+        self.x, self.y = x - c, y - c
+        self.x2, self.y2 = (self.x**2).sum(1), (self.y**2).sum(1)
+        self.bx = _block_rows(x.shape[0], y.shape[0], x.dtype, budget)
+        self.by = _block_rows(y.shape[0], x.shape[0], x.dtype, budget)
+
+    @staticmethod
+    def _lse(p, q, q2, h, eps, block):
+        # log sum_j exp(h_j - |p_i - q_j|^2 / eps) + |p_i|^2 / eps  (row term added by caller)
+        w = h - q2 / eps
+        out = p.new_empty(p.shape[0])
+        qt = q.T.contiguous()
+        for s in range(0, p.shape[0], block):
+            z = torch.addmm(w[None, :], p[s:s + block], qt, alpha=2.0 / eps)
+            mx = z.amax(1, keepdim=True)
+            out[s:s + block] = mx[:, 0] + z.sub_(mx).exp_().sum(1).log_()
+        return out
+
+    def update_f(self, log_b, g, eps):
+        """f_i = -eps log sum_j b_j exp((g_j - C_ij) / eps)."""
+        return self.x2 - eps * self._lse(self.x, self.y, self.y2, log_b + g / eps, eps, self.bx)
+
+    def update_g(self, log_a, f, eps):
+        return self.y2 - eps * self._lse(self.y, self.x, self.x2, log_a + f / eps, eps, self.by)
+
+    def plan_products(self, a, b, f, g, eps, transpose=False):
+        """Row sums of P and P @ y (or, transposed, column sums and P^T @ x), block by block."""
+        p, q, p2, q2, wp, wq, fp, gq, block = (
+            (self.x, self.y, self.x2, self.y2, a, b, f, g, self.bx) if not transpose
+            else (self.y, self.x, self.y2, self.x2, b, a, g, f, self.by)
+        )
+        w = torch.log(wq) + (gq - q2) / eps
+        r = torch.log(wp) + (fp - p2) / eps
+        rows = p.new_empty(p.shape[0])
+        Pq = p.new_empty(p.shape)
+        qt = q.T.contiguous()
+        for s in range(0, p.shape[0], block):
+            z = torch.addmm(w[None, :], p[s:s + block], qt, alpha=2.0 / eps)
+            P = z.add_(r[s:s + block, None]).exp_()
+            rows[s:s + block] = P.sum(1)
+            Pq[s:s + block] = P @ q
+        return rows, Pq, p
 
 
-def _online_plan_products(x, y, a, b, f, g, eps, x2, y2, block):
-    """Row sums of P and P @ y, block by block (P_ij = a_i b_j exp((f_i + g_j - C_ij)/eps))."""
-    rows = x.new_empty(x.shape[0])
-    Py = x.new_empty(x.shape)
-    log_b = torch.log(b)
-    for s in range(0, x.shape[0], block):
-        xs = x[s:s + block]
-        Cb = (x2[s:s + block, None] + y2[None, :] - 2.0 * xs @ y.T).clamp_min_(0.0)
-        z = (f[s:s + block, None] - Cb + g[None, :]).div_(eps).add_(log_b[None, :])
-        P = torch.exp_(z).mul_(a[s:s + block, None])
-        rows[s:s + block] = P.sum(1)
-        Py[s:s + block] = P @ y
-    return rows, Py
+def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes):
+    """Balanced log-domain Sinkhorn for the squared Euclidean cost without an n x m matrix.
 
-
-def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes, check_every):
-    """Balanced log-domain Sinkhorn for the squared Euclidean cost without an n x m matrix."""
-    x2, y2 = (x * x).sum(1), (y * y).sum(1)
+    The stopping test is free: the row marginal of the plan (f, g_k) is read off the next
+    f-update, ``P 1 = a exp((f - f_new) / eps)``.
+    """
+    eng = _Online(x, y, budget_bytes)
     log_a, log_b = torch.log(a), torch.log(b)
-    bx = _block_rows(x.shape[0], y.shape[0], x.dtype, budget_bytes)
-    by = _block_rows(y.shape[0], x.shape[0], x.dtype, budget_bytes)
-    f = x.new_zeros(x.shape[0])
     g = y.new_zeros(y.shape[0])
     levels = [eps]
     if eps_scaling is not None:
-        diam2 = float(((x.amax(0) - x.amin(0)).clamp_min(0) ** 2).sum()
-                      + ((y.amax(0) - y.amin(0)) ** 2).sum()
-                      + ((x.mean(0) - y.mean(0)) ** 2).sum())
-        levels = eps_schedule(max(diam2, eps), eps, eps_scaling)
-    n_iter, err, converged = 0, float("inf"), False
-    for level, e in enumerate(levels):
-        last = level == len(levels) - 1
-        budget = max_iter if last else 1
-        for it in range(budget):
-            f = -e * _online_lse(x, y, log_b + g / e, e, x2, y2, bx)
-            g_new = -e * _online_lse(y, x, log_a + f / e, e, y2, x2, by)
-            g = g_new
-            n_iter += 1
-            if last and ((it + 1) % check_every == 0 or it + 1 == budget):
-                # after the g-update the columns are exact: measure the rows
-                lse = _online_lse(x, y, log_b + g / e, e, x2, y2, bx)
-                rows = a * torch.exp(f / e + lse)
-                err = float((rows - a).abs().sum())
-                if err <= tol:
-                    converged = True
-                    break
-    return f, g, n_iter, err, converged
+        span = torch.cat([eng.x, eng.y]).amax(0) - torch.cat([eng.x, eng.y]).amin(0)
+        levels = eps_schedule(max(float((span**2).sum()), eps), eps, eps_scaling)
+    for e in levels[:-1]:  # annealing: one update per level
+        f = eng.update_f(log_b, g, e)
+        g = eng.update_g(log_a, f, e)
+    f = eng.update_f(log_b, g, eps)
+    n_iter, err, converged = len(levels) - 1, float("inf"), False
+    for _ in range(max_iter):
+        g = eng.update_g(log_a, f, eps)
+        n_iter += 1
+        f_new = eng.update_f(log_b, g, eps)
+        err = float((a * torch.expm1((f - f_new) / eps).abs()).sum())  # rows of the plan (f, g)
+        if err <= tol:
+            converged = True
+            break
+        f = f_new
+    return f, g, n_iter, err, converged, eng
 
 
 def _symmetric(lse_fn, a, eps, tol, max_iter):
@@ -532,26 +566,28 @@ def _symmetric(lse_fn, a, eps, tol, max_iter):
 
 
 class _OnlineOTValue(torch.autograd.Function):
-    """<a, f> + <b, g> at converged potentials, with envelope gradients in x, y, a, b."""
+    """<a, f> + <b, g> at converged potentials, with envelope gradients in x, y, a, b.
+
+    d/dx_i = sum_j P_ij 2 (x_i - y_j), computed block by block from the potentials.
+    """
 
     @staticmethod
-    def forward(ctx, x, y, a, b, f, g, eps, block):
-        ctx.save_for_backward(x, y, a, b, f, g)
-        ctx.eps, ctx.block = eps, block
+    def forward(ctx, x, y, a, b, f, g, eps, eng):
+        ctx.save_for_backward(a, b, f, g)
+        ctx.eps, ctx.eng = eps, eng
         return (a * f).sum() + (b * g).sum()
 
     @staticmethod
     def backward(ctx, grad):
-        x, y, a, b, f, g = ctx.saved_tensors
-        eps, block = ctx.eps, ctx.block
+        a, b, f, g = ctx.saved_tensors
+        eps, eng = ctx.eps, ctx.eng
         gx = gy = None
-        x2, y2 = (x * x).sum(1), (y * y).sum(1)
         if ctx.needs_input_grad[0]:
-            rows, Py = _online_plan_products(x, y, a, b, f, g, eps, x2, y2, block)
-            gx = grad * 2.0 * (x * rows[:, None] - Py)
+            rows, Py, xc = eng.plan_products(a, b, f, g, eps)
+            gx = grad * 2.0 * (xc * rows[:, None] - Py)
         if ctx.needs_input_grad[1]:
-            cols, Px = _online_plan_products(y, x, b, a, g, f, eps, y2, x2, block)
-            gy = grad * 2.0 * (y * cols[:, None] - Px)
+            cols, Px, yc = eng.plan_products(a, b, f, g, eps, transpose=True)
+            gy = grad * 2.0 * (yc * cols[:, None] - Px)
         ga = grad * f if ctx.needs_input_grad[2] else None
         gb = grad * g if ctx.needs_input_grad[3] else None
         return gx, gy, ga, gb, None, None, None, None
@@ -651,12 +687,9 @@ def _warn_symmetric(warn, ok, n_iter, err, tol):
 
 
 def _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget, warn):
-    values = []
-    block = _block_rows(max(x.shape[0], y.shape[0]), max(x.shape[0], y.shape[0]), x.dtype, budget)
     with torch.no_grad():
-        f, g, n_iter, err, ok = _sinkhorn_online(
-            x.detach(), y.detach(), a.detach(), b.detach(), eps, tol, max_iter, eps_scaling,
-            budget, check_every=5,
+        f, g, n_iter, err, ok, eng = _sinkhorn_online(
+            x.detach(), y.detach(), a.detach(), b.detach(), eps, tol, max_iter, eps_scaling, budget
         )
     if warn and not ok:
         warnings.warn(
@@ -665,15 +698,14 @@ def _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget, warn
             RuntimeWarning,
             stacklevel=3,
         )
-    values.append(_OnlineOTValue.apply(x, y, a, b, f, g, eps, block))
+    values = [_OnlineOTValue.apply(x, y, a, b, f, g, eps, eng)]
     for p, w in ((x, a), (y, b)):
-        pd = p.detach()
-        p2 = (pd * pd).sum(1)
-        bp = _block_rows(pd.shape[0], pd.shape[0], pd.dtype, budget)
         with torch.no_grad():
+            eng_p = _Online(p.detach(), p.detach(), budget)
             f, n_iter, err, ok = _symmetric(
-                lambda h: _online_lse(pd, pd, h, eps, p2, p2, bp), w.detach(), eps, tol, max_iter
+                lambda h: eng_p._lse(eng_p.x, eng_p.x, eng_p.x2, h, eps, eng_p.bx) - eng_p.x2 / eps,
+                w.detach(), eps, tol, max_iter,
             )
         _warn_symmetric(warn, ok, n_iter, err, tol)
-        values.append(_OnlineOTValue.apply(p, p, w, w, f, f, eps, block))
+        values.append(_OnlineOTValue.apply(p, p, w, w, f, f, eps, eng_p))
     return values[0] - 0.5 * (values[1] + values[2])
