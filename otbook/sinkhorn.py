@@ -478,10 +478,30 @@ class _Online:
         self.by = _block_rows(y.shape[0], x.shape[0], x.dtype, budget)
 
     @staticmethod
-    def _lse(p, q, q2, h, eps, block):
-        # log sum_j exp(h_j - |p_i - q_j|^2 / eps) + |p_i|^2 / eps  (row term added by caller)
+    def _lse(p, q, q2, h, eps, block, shift=None):
+        """``log sum_j exp(h_j - (|q_j|^2 - 2 p_i . q_j) / eps)`` for every row ``i``.
+
+        (The row term ``|p_i|^2 / eps`` is left to the caller.) Without ``shift``, each block
+        subtracts its row maxima before exponentiating. With ``shift`` (an estimate of the
+        result, e.g. from the previous iteration) the shift is folded into the matrix product
+        through two extra coordinates, ``[2 p_i / eps, 1, -shift_i] . [q_j, w_j, 1]``, so a
+        block costs one product, one in-place ``exp`` and one sum; rows whose estimate was too
+        far off (overflow or underflow) are recomputed exactly.
+        """
         w = h - q2 / eps
         out = p.new_empty(p.shape[0])
+        if shift is not None:
+            pa = torch.cat([p * (2.0 / eps), p.new_ones(p.shape[0], 1), -shift[:, None]], 1)
+            qa = torch.cat([q, w[:, None], q.new_ones(q.shape[0], 1)], 1).T.contiguous()
+            for s in range(0, p.shape[0], block):
+                z = pa[s:s + block] @ qa
+                out[s:s + block] = z.exp_().sum(1).log_()
+            out += shift
+            bad = ~torch.isfinite(out)
+            if bool(bad.any()):
+                rows = bad.nonzero()[:, 0]
+                out[rows] = _Online._lse(p[rows], q, q2, h, eps, block)
+            return out
         qt = q.T.contiguous()
         for s in range(0, p.shape[0], block):
             z = torch.addmm(w[None, :], p[s:s + block], qt, alpha=2.0 / eps)
@@ -489,12 +509,14 @@ class _Online:
             out[s:s + block] = mx[:, 0] + z.sub_(mx).exp_().sum(1).log_()
         return out
 
-    def update_f(self, log_b, g, eps):
-        """f_i = -eps log sum_j b_j exp((g_j - C_ij) / eps)."""
-        return self.x2 - eps * self._lse(self.x, self.y, self.y2, log_b + g / eps, eps, self.bx)
+    def update_f(self, log_b, g, eps, f_prev=None):
+        """f_i = -eps log sum_j b_j exp((g_j - C_ij) / eps); ``f_prev``, a guess, saves a pass."""
+        shift = None if f_prev is None else (self.x2 - f_prev) / eps
+        return self.x2 - eps * self._lse(self.x, self.y, self.y2, log_b + g / eps, eps, self.bx, shift)
 
-    def update_g(self, log_a, f, eps):
-        return self.y2 - eps * self._lse(self.y, self.x, self.x2, log_a + f / eps, eps, self.by)
+    def update_g(self, log_a, f, eps, g_prev=None):
+        shift = None if g_prev is None else (self.y2 - g_prev) / eps
+        return self.y2 - eps * self._lse(self.y, self.x, self.x2, log_a + f / eps, eps, self.by, shift)
 
     def plan_products(self, a, b, f, g, eps, transpose=False):
         """Row sums of P and P @ y (or, transposed, column sums and P^T @ x), block by block."""
@@ -533,10 +555,12 @@ def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes):
         g = eng.update_g(log_a, f, e)
     f = eng.update_f(log_b, g, eps)
     n_iter, err, converged = len(levels) - 1, float("inf"), False
+    g_prev = None
     for _ in range(max_iter):
-        g = eng.update_g(log_a, f, eps)
+        g = eng.update_g(log_a, f, eps, g_prev)
         n_iter += 1
-        f_new = eng.update_f(log_b, g, eps)
+        f_new = eng.update_f(log_b, g, eps, f)
+        g_prev = g
         err = float((a * torch.expm1((f - f_new) / eps).abs()).sum())  # rows of the plan (f, g)
         if err <= tol:
             converged = True
@@ -548,7 +572,8 @@ def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes):
 def _symmetric(lse_fn, a, eps, tol, max_iter):
     """Potential of the symmetric problem OT_eps(alpha, alpha), by averaged updates.
 
-    ``lse_fn(h)`` returns ``log sum_j exp(h_j - C_ij / eps)``. The averaged fixed-point
+    ``lse_fn(h, guess)`` returns ``log sum_j exp(h_j - C_ij / eps)`` (``guess``: an estimate of
+    it, or None). The averaged fixed-point
     iteration f <- (f + T(f)) / 2 converges in a few dozen steps where the alternating one
     crawls (the symmetric problem is the slow case of Sinkhorn). The criterion is the L1
     marginal violation of the plan a a^T exp((f + f - C)/eps), read off T(f) for free.
@@ -556,8 +581,9 @@ def _symmetric(lse_fn, a, eps, tol, max_iter):
     log_a = torch.log(a)
     f = a.new_zeros(a.shape)
     err = float("inf")
+    Tf = None
     for it in range(1, max_iter + 1):
-        Tf = -eps * lse_fn(log_a + f / eps)
+        Tf = -eps * lse_fn(log_a + f / eps, None if Tf is None else -Tf / eps)
         err = float((a * torch.expm1((f - Tf) / eps).abs()).sum())
         if err <= tol:
             return f, it, err, True
@@ -667,7 +693,8 @@ def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: f
         Cpp = cost_matrix(p, p, cost)
         Cd = Cpp.detach()
         f, n_iter, err, ok = _symmetric(
-            lambda h: torch.logsumexp(h[None, :] - Cd / eps, dim=1), w.detach(), eps, tol, max_iter
+            lambda h, guess: torch.logsumexp(h[None, :] - Cd / eps, dim=1), w.detach(), eps, tol,
+            max_iter,
         )
         _warn_symmetric(warn, ok, n_iter, err, tol)
         with torch.no_grad():
@@ -703,7 +730,10 @@ def _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget, warn
         with torch.no_grad():
             eng_p = _Online(p.detach(), p.detach(), budget)
             f, n_iter, err, ok = _symmetric(
-                lambda h: eng_p._lse(eng_p.x, eng_p.x, eng_p.x2, h, eps, eng_p.bx) - eng_p.x2 / eps,
+                lambda h, guess: eng_p._lse(
+                    eng_p.x, eng_p.x, eng_p.x2, h, eps, eng_p.bx,
+                    None if guess is None else guess + eng_p.x2 / eps,
+                ) - eng_p.x2 / eps,
                 w.detach(), eps, tol, max_iter,
             )
         _warn_symmetric(warn, ok, n_iter, err, tol)
