@@ -234,7 +234,7 @@ def test_divergence_translation_identity_and_self_zero():
         s = ob.sinkhorn_divergence(x, x + t, eps, a=a, b=a, tol=1e-11, max_iter=100_000)
         assert abs(float(s) - float(t @ t)) < 1e-8
     # at small eps the self terms still converge fast (symmetric updates)
-    assert abs(float(ob.sinkhorn_divergence(x, x, 0.1, a=a, b=a, tol=1e-11, max_iter=100_000))) < 1e-9
+    assert abs(float(ob.sinkhorn_divergence(x, x, 0.1, a=a, b=a, tol=1e-9, max_iter=100_000))) < 1e-8
 
 
 def test_divergence_symmetric_nonnegative_and_online_equals_dense():
