@@ -147,6 +147,16 @@ class _Dense:
         return K.masked_fill_(K < torch.finfo(K.dtype).tiny, 0.0)
 
 
+def _row_products(K):
+    """``w -> K w`` over a batch, with the faster kernel for the shape: BLAS for one problem or
+    large ones; for many small problems, a fused multiply-sum (batched BLAS handles
+    matrix-vector products of small matrices poorly)."""
+    B, n, m = K.shape
+    if B > 1 and n * m <= 2**18:
+        return lambda w: (K * w[:, None, :]).sum(-1)
+    return lambda w: torch.bmm(K, w[:, :, None])[:, :, 0]
+
+
 def _threshold(dtype):
     # how far the scalings may drift before they are absorbed into the potentials
     # (u v K~ stays far from overflow, and kernel entries that underflowed stay negligible)
@@ -193,13 +203,14 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
         # base potentials: f = c-transform of g, so every row of K~ has an entry equal to 1
         f = (C - g[:, None, :]).amin(-1)
         K = eng.kernel(f, g, eps)
+        Kv = _row_products(K)
         u = C.new_ones(B, n)
         v = C.new_ones(B, m)
         v_good = v
         it = 0
         while it < max_iter:
             it += 1
-            s = torch.bmm(K, (b * v)[:, :, None])[:, :, 0]
+            s = Kv(b * v)
             check = it % check_every == 0 or it == max_iter
             if check and balanced:
                 err = (a * u * s - a).abs().sum(-1)
@@ -224,6 +235,7 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
                     f = eng.update_f(g, eps, lam_a)
                     g = eng.update_g(f, eps, lam_b)
                     K = eng.kernel(f, g, eps)
+                    Kv = _row_products(K)
                     u = C.new_ones(B, n)
                     v = C.new_ones(B, m)
                     n_absorb += 1
@@ -245,7 +257,7 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
         bar.close()
     if lam_a == 1.0 and lam_b != 1.0:
         # semi-relaxed with a hard source side: end on its update, so that P 1 = a exactly
-        u = 1.0 / torch.bmm(K, (b * v)[:, :, None])[:, :, 0]
+        u = 1.0 / Kv(b * v)
     plan = K.mul_((a * u)[:, :, None]).mul_((b * v)[:, None, :])
     f = f + eps * torch.log(u)
     g = g + eps * torch.log(v)
