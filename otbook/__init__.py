@@ -8,6 +8,7 @@ from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
+from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch_ot
 from . import plot
 from .notebook import setup_notebook
 from .utils import device, uniform
@@ -25,6 +26,10 @@ __all__ = [
     "emd",
     "gaussian_map",
     "GaussianMap",
+    "MinibatchBounds",
+    "MinibatchOT",
+    "minibatch_bounds",
+    "minibatch_ot",
     "setup_notebook",
     "sinkhorn",
     "sinkhorn_divergence",

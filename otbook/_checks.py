@@ -24,6 +24,13 @@ __all__ = [
     "check_finite",
     "check_covariance",
     "check_potential",
+    "check_positive_int",
+    "check_plan",
+    "check_labels",
+    "check_module",
+    "check_symmetric",
+    "check_unit_interval",
+    "check_generator",
 ]
 
 
@@ -197,3 +204,111 @@ def check_potential(t, n: int, name: str, like: torch.Tensor) -> torch.Tensor:
     if t.ndim == 0 or t.shape[-1] != n:
         raise ValueError(f"{name} must have length {n}, got shape {tuple(t.shape)}")
     return check_finite(t, name)
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """An integer (not a bool) at least ``minimum``: step counts, batch sizes, layer widths."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def check_plan(P, name: str = "plan", like: torch.Tensor | None = None) -> torch.Tensor:
+    """A coupling of shape ``(..., n, m)``: finite, non-negative, not empty."""
+    t = check_cost(P, name, like)  # shape, emptiness and finiteness, with the same messages
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} has negative entries; a transport plan is non-negative")
+    return t
+
+
+def check_labels(labels, n: int, name: str = "labels", n_classes: int | None = None):
+    """Integer class labels of length ``n`` in ``0 .. n_classes - 1``, as a ``long`` tensor.
+
+    Returns the labels and the number of classes (``max + 1`` when ``n_classes`` is ``None``).
+    """
+    if isinstance(labels, torch.Tensor):
+        t = labels
+    else:
+        arr = np.asarray(labels)
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"{name} must hold integers, got an array of dtype {arr.dtype}")
+        t = torch.as_tensor(arr)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be integer class labels, got dtype {t.dtype}")
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+    if n and bool((t < 0).any()):
+        raise ValueError(f"{name} has negative entries; classes are numbered 0, 1, ...")
+    top = int(t.max()) + 1 if n else 0
+    if n_classes is None:
+        n_classes = top
+    n_classes = check_positive_int(n_classes, "n_classes")
+    if top > n_classes:
+        raise ValueError(f"{name} has class {top - 1} but n_classes is {n_classes}")
+    return t.long(), n_classes
+
+
+def check_module(model, name: str, like: torch.Tensor) -> None:
+    """A torch module whose parameters have the dtype and device of ``like``."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {_describe(model)}")
+    for p in model.parameters():
+        if p.device != like.device:
+            raise ValueError(f"{name} has parameters on {p.device} but the data is on {like.device}; "
+                             f"move one of them (for instance {name}.to(x.device))")
+        if p.dtype != like.dtype:
+            raise TypeError(f"{name} has parameters of dtype {p.dtype} but the data has dtype "
+                            f"{like.dtype}; use one dtype (for instance {name}.to(x.dtype))")
+
+
+def check_symmetric(C, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A square, symmetric, finite matrix of shape ``(..., n, n)`` (a distance or similarity matrix).
+
+    Symmetry is checked to a relative tolerance (1e-6 of the largest entry, 1e-4 in float32 and
+    lower precisions).
+    """
+    t = check_cost(C, name, like)
+    if t.shape[-1] != t.shape[-2]:
+        raise ValueError(f"{name} must be a square matrix (n, n), got shape {tuple(t.shape)}")
+    rtol = 1e-6 if t.dtype == torch.float64 else 1e-4
+    scale = t.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
+    if bool(((t - t.transpose(-1, -2)).abs() > rtol * scale).any()):
+        raise ValueError(f"{name} must be symmetric ({name}[i, k] == {name}[k, i])")
+    return t
+
+
+def check_unit_interval(value, name: str) -> float:
+    """A real number in ``[0, 1]`` (a mixing weight)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1], got {_describe(value)}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def check_generator(generator, name: str = "generator"):
+    """``None`` or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {_describe(generator)}")
+    return generator
+
+
+def check_int_at_most(value, name: str, maximum: int, why: str, minimum: int = 1) -> int:
+    """An integer in ``[minimum, maximum]``; ``why`` says what the maximum is (a data size)."""
+    value = check_positive_int(value, name, minimum)
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum} ({why}), got {value}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    """One of the strings in ``choices`` (a method or strategy name)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {sorted(choices)}, got {_describe(value)}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
