@@ -8,6 +8,8 @@ from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
+from .maps import (EntropicMap, ICNN, MapFit, barycentric_projection, entropic_map, fit_map,
+                   monge_gap, soft_labels)
 from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch_ot
 from . import plot
 from .notebook import setup_notebook
@@ -26,6 +28,14 @@ __all__ = [
     "emd",
     "gaussian_map",
     "GaussianMap",
+    "EntropicMap",
+    "ICNN",
+    "MapFit",
+    "barycentric_projection",
+    "entropic_map",
+    "fit_map",
+    "monge_gap",
+    "soft_labels",
     "MinibatchBounds",
     "MinibatchOT",
     "minibatch_bounds",

@@ -35,6 +35,7 @@ from ._checks import (
     check_pair_points,
     check_potential,
     check_positive,
+    check_positive_int,
     check_same_mass,
     check_weights,
 )
@@ -106,12 +107,6 @@ def _check_rho(rho, name):
     return check_positive(rho, name, allow_none=True)
 
 
-def _check_iter(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _safe_log(w: torch.Tensor) -> torch.Tensor:
     return torch.log(w)  # zero weights give -inf, which log-sum-exp handles
 
@@ -175,10 +170,11 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
     eng = _Dense(C, _safe_log(a), _safe_log(b))
     balanced = lam_a_fn(1.0) == 1.0 and lam_b_fn(1.0) == 1.0
     thr = _threshold(C.dtype)
-    # on a CPU the range test is nearly free; on an accelerator it would force a device sync
-    # every iteration, so there it runs with the convergence test (non-finite values are then
-    # rolled back to the last good scalings)
-    range_every = 1 if C.device.type == "cpu" else check_every
+    # the range test runs with the convergence test (every check_every iterations): per
+    # iteration it would cost as much as the matrix-vector products on small problems, and a
+    # device sync on an accelerator. Scalings that overflowed in between are rolled back to the
+    # last good ones before they are absorbed.
+    range_every = check_every
     if g is None:
         g = C.new_zeros(B, m)
     n_absorb = 0
@@ -383,8 +379,8 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
     eps = check_eps(eps)
     rho_a, rho_b = _check_rho(rho_a, "rho_a"), _check_rho(rho_b, "rho_b")
     tol = check_positive(tol, "tol")
-    max_iter = _check_iter(max_iter, "max_iter")
-    check_every = _check_iter(check_every, "check_every")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    check_every = check_positive_int(check_every, "check_every")
     if eps_scaling is not None:
         eps_scaling = check_positive(eps_scaling, "eps_scaling")
         if eps_scaling >= 1:
