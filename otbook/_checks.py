@@ -16,6 +16,7 @@ __all__ = [
     "as_tensor",
     "check_points",
     "check_pair_points",
+    "check_clouds",
     "check_weights",
     "check_cost",
     "check_eps",
@@ -110,6 +111,15 @@ def check_pair_points(x, y, names=("x", "y")) -> tuple[torch.Tensor, torch.Tenso
         raise ValueError(
             f"{nx} and {ny} must have the same feature dimension, got {x.shape[-1]} and {y.shape[-1]}"
         )
+    return x, y
+
+
+def check_clouds(x, y, names=("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two point clouds of shapes ``(n, d)`` and ``(m, d)``: no batch dimensions."""
+    x, y = check_pair_points(x, y, names)
+    for t, name in zip((x, y), names):
+        if t.ndim != 2:
+            raise ValueError(f"{name} must have shape (n, d), got {tuple(t.shape)}")
     return x, y
 
 

@@ -31,6 +31,7 @@ from ._checks import (
     check_eps,
     check_labels,
     check_module,
+    check_clouds,
     check_pair_points,
     check_plan,
     check_positive,
@@ -293,10 +294,7 @@ def entropic_map(x, y, eps, *, a=None, b=None, tol: float = 1e-6, max_iter: int 
     >>> T.converged, T(torch.tensor([[0.0]], dtype=torch.float64)).round(decimals=2)
     (True, tensor([[1.]], dtype=torch.float64))
     """
-    x, y = check_pair_points(x, y)
-    for t, name in ((x, "x"), (y, "y")):
-        if t.ndim != 2:
-            raise ValueError(f"{name} must have shape (n, d), got {tuple(t.shape)}")
+    x, y = check_clouds(x, y)
     eps = check_eps(eps)
     a = check_weights(a, x.shape[0], "a", like=x)
     b = check_weights(b, y.shape[0], "b", like=x)
@@ -541,9 +539,7 @@ def monge_gap(x, y, eps, *, a=None, tol: float = 1e-6, max_iter: int = 10_000,
     >>> bool(ob.monge_gap(x, x @ R.T, eps=2.0) > 0.5)     # a rotation by 90 degrees is not
     True
     """
-    x, y = check_pair_points(x, y, names=("x", "y"))
-    if x.ndim != 2 or y.ndim != 2:
-        raise ValueError(f"x and y must have shape (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = check_clouds(x, y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"y must hold the image of each point of x: x has {x.shape[0]} points, "
                          f"y has {y.shape[0]}")
@@ -690,10 +686,7 @@ def fit_map(model, x, y, *, eps, monge_gap_weight: float = 0.0, monge_gap_eps: f
     >>> bool(fit.losses["fit"][-10:].mean() < 0.05 * fit.losses["fit"][0])
     True
     """
-    x, y = check_pair_points(x, y)
-    for t, name in ((x, "x"), (y, "y")):
-        if t.ndim != 2:
-            raise ValueError(f"{name} must have shape (n, d), got {tuple(t.shape)}")
+    x, y = check_clouds(x, y)
     check_module(model, "model", like=x)
     if isinstance(model, ICNN) and model.dim != x.shape[1]:
         raise ValueError(f"model is an ICNN on R^{model.dim} but the points are in R^{x.shape[1]}")

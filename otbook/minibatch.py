@@ -39,7 +39,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from ._checks import (check_choice, check_generator, check_int_at_most, check_pair_points,
+from ._checks import (check_choice, check_clouds, check_generator, check_int_at_most,
+                      check_pair_points,
                       check_positive_int, check_same_mass, check_weights)
 from .costs import cost_matrix
 from .exact import emd
@@ -574,9 +575,7 @@ def minibatch_bounds(x, y, *, batch_size: int, a=None, b=None, budget: int | Non
     >>> abs(float(full.upper) - exact) < 1e-12, abs(float(full.lower) - exact) < 1e-12
     (True, True)
     """
-    x, y = check_pair_points(x, y)
-    if x.ndim != 2 or y.ndim != 2:
-        raise ValueError(f"x and y must have shape (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = check_clouds(x, y)
     n, m = x.shape[0], y.shape[0]
     batch_size = check_int_at_most(batch_size, "batch_size", max(n, m),
                                    "the number of points in the larger of x and y")
@@ -801,9 +800,7 @@ def minibatch_ot(x, y, *, batch_size: int, n_batches: int = 1, a=None, b=None,
     >>> est.n_solves, bool(est.value > 0)       # biased: OT(x, x) = 0
     (10, True)
     """
-    x, y = check_pair_points(x, y)
-    if x.ndim != 2 or y.ndim != 2:
-        raise ValueError(f"x and y must have shape (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = check_clouds(x, y)
     n, m = x.shape[0], y.shape[0]
     batch_size = check_int_at_most(batch_size, "batch_size", min(n, m),
                                    "the number of points in the smaller of x and y")

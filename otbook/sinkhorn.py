@@ -30,6 +30,7 @@ import warnings
 import torch
 
 from ._checks import (
+    check_clouds,
     check_cost,
     check_eps,
     check_pair_points,
@@ -674,9 +675,7 @@ def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: f
     >>> round(float(s), 5)
     1.0
     """
-    x, y = check_pair_points(x, y)
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (n, d), got {tuple(x.shape)}")
+    x, y = check_clouds(x, y)
     eps = check_eps(eps)
     a = check_weights(a, x.shape[0], "a", like=x)
     b = check_weights(b, y.shape[0], "b", like=x)
