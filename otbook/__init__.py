@@ -6,8 +6,11 @@ The library behind the otbook book. Every public name is documented in the book'
 from .costs import cost_matrix
 from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
+from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
+from .kernels import kernel_matrix, mmd, mmd_gaussians
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
+from .sliced import sliced_wasserstein
 from .maps import (EntropicMap, ICNN, MapFit, barycentric_projection, entropic_map, fit_map,
                    monge_gap, soft_labels)
 from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch_ot
@@ -28,6 +31,13 @@ __all__ = [
     "emd",
     "gaussian_map",
     "GaussianMap",
+    "gromov_divergence",
+    "gromov_objective",
+    "gromov_wasserstein",
+    "kernel_matrix",
+    "mmd",
+    "mmd_gaussians",
+    "sliced_wasserstein",
     "EntropicMap",
     "ICNN",
     "MapFit",
