@@ -96,15 +96,16 @@ def _kl_to_product(P, a, b):
     return ent - P.sum((-2, -1)) + a.sum(-1) * b.sum(-1)
 
 
-def _objective_split(F1, F2, H1, H2, P, a, b, eps, M, alpha, HPH=None):
+def _objective_split(F1, F2, H1, H2, P, a, b, eps, M, alpha, HPH=None, kl=None):
     """(linear part, regularised objective) at plan P, from the split matrices of the loss."""
     if HPH is None:
         HPH = H1 @ P @ H2.transpose(-1, -2)
     lin = _gw_from_product(F1, F2, HPH, P)
     if M is not None:
         lin = alpha * lin + (1.0 - alpha) * (M * P).sum((-2, -1))
-    value = lin if eps == 0 else lin + eps * _kl_to_product(P, a, b)
-    return lin, value
+    if eps == 0:
+        return lin, lin
+    return lin, lin + eps * (_kl_to_product(P, a, b) if kl is None else kl)
 
 
 def _objective(Cx, Cy, P, a, b, eps, M, alpha, loss):
@@ -149,30 +150,42 @@ _ANDERSON_RTOL = 1e-9
 _DRIFT_MAX = 64.0
 
 
-def _anderson(hist, ids, start):
+def _inner(u, v):
+    """Frobenius inner products over the last two dims, one per problem: shape (problems,)."""
+    return (u * v).sum((-2, -1)).reshape(-1)
+
+
+def _anderson(hist, ids, start, gram):
     """Type-II Anderson mixing of the steps in ``hist``: [(y_i, H1 y_i H2^T, r_i = y_i - z_i)].
 
-    Batched, one set of coefficients per problem; for problem ``p`` only the entries whose id
-    (``ids``) is at least ``start[p]`` are used (its history since it last restarted). Returns
-    the extrapolated input ``z`` and its product ``H1 z H2^T`` (linear in ``z``, so it is mixed
-    from the stored products, without a new matrix product), and whether ``z`` was extrapolated.
+    ``gram[p, i, j] = <r_i, r_j>`` for problem ``p`` (kept up to date by the caller, one new row
+    per step), so that only small matrices are formed here. Batched: one set of coefficients per
+    problem, and for problem ``p`` only the entries whose id (``ids``) is at least ``start[p]``
+    are used (its history since it last restarted). Returns the extrapolated input
+    ``z = sum_j c_j y_j``, its product ``H1 z H2^T`` (linear in ``z``: mixed from the stored
+    products, without a new matrix product), and whether ``z`` was extrapolated.
     """
     y, hy, r = hist[-1]
-    *batch, n, m = r.shape
     k = len(hist) - 1
     start = start.reshape(-1)
-    valid = torch.stack([start <= ids[i] for i in range(k)], -1).to(r.dtype)  # (problems, k)
-    dR = torch.stack([(hist[i + 1][2] - hist[i][2]).reshape(-1, n * m) for i in range(k)], -1)
-    G = (dR.transpose(-1, -2) @ dR) * valid[:, :, None] * valid[:, None, :]
+    valid = torch.stack([start <= ids[i] for i in range(k)], -1).to(gram.dtype)  # (problems, k)
+    D = torch.zeros(k + 1, k, dtype=gram.dtype, device=gram.device)  # differences r_{i+1} - r_i
+    D[torch.arange(k), torch.arange(k)] = -1.0
+    D[torch.arange(k) + 1, torch.arange(k)] = 1.0
+    G = D.T @ gram @ D * valid[:, :, None] * valid[:, None, :]
     lam = 1e-10 * G.diagonal(dim1=-2, dim2=-1).sum(-1) / k + torch.finfo(G.dtype).tiny
     eye = torch.eye(k, dtype=G.dtype, device=G.device)
     G = G + (1.0 - valid)[:, :, None] * eye + lam[:, None, None] * eye
-    rhs = (dR.transpose(-1, -2) @ r.reshape(-1, n * m, 1)) * valid[:, :, None]
-    gamma = torch.linalg.solve(G, rhs).reshape(*batch, k, 1, 1)
-    z, hz = y.clone(), hy.clone()
-    for i in range(k):
-        z -= gamma[..., i, :, :] * (hist[i + 1][0] - hist[i][0])
-        hz -= gamma[..., i, :, :] * (hist[i + 1][1] - hist[i][1])
+    rhs = (D.T @ gram[:, :, k:]) * valid[:, :, None]
+    gamma = torch.linalg.solve(G, rhs)[..., 0]  # (problems, k)
+    coef = -gamma @ D.T  # z = y_k - sum_i gamma_i (y_{i+1} - y_i) = sum_j coef_j y_j
+    coef[:, k] += 1.0
+    batch = r.shape[:-2]
+    z = hz = 0.0
+    for jj in range(k + 1):
+        c = coef[:, jj].reshape(*batch, 1, 1)
+        z = z + c * hist[jj][0]
+        hz = hz + c * hist[jj][1]
     used = valid.sum(-1).reshape(batch) >= 1
     return z, hz, used
 
@@ -324,9 +337,10 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
         streak = torch.zeros(full, dtype=torch.long, device=Cx.device)  # steps in a row that shrank
         rise = torch.zeros_like(streak)                                  # ... that grew
         beta = torch.zeros(full, dtype=Cx.dtype, device=Cx.device)      # drift extrapolation
+        beta_mem = torch.zeros_like(beta)
         start = torch.full(full, 2**62, dtype=torch.long, device=Cx.device)  # Anderson history start
         extrapolated = torch.zeros(full, dtype=torch.bool, device=Cx.device)
-        history, hist, ids = [], [], []
+        history, hist, ids, gram = [], [], [], None
         inner_iterations = n_rejected = n_entries = 0
         inner_ok = True
         n_iter = 0
@@ -343,8 +357,13 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
             f, g = res.f, res.g
             y_new = res.plan
             hy_new = H1 @ y_new @ H2t
+            # KL of a Sinkhorn plan from its potentials (log(P / ab) = (f + g - grad) / eps):
+            # no logarithm of the n x m plan
+            pa, pb = y_new.sum(-1), y_new.sum(-2)
+            kl = ((pa * f).sum(-1) + (pb * g).sum(-1) - (y_new * grad).sum((-2, -1))) / eps \
+                - pa.sum(-1) + a.sum(-1) * b.sum(-1)
             lin_new, value_new = _objective_split(F1, F2, H1, H2, y_new, a, b, eps, Md, alpha,
-                                                  hy_new)
+                                                  hy_new, kl)
             if bar is not None:
                 bar.update(1)
             if value is None:
@@ -354,7 +373,7 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
             ok = ~uphill
             okm = ok[..., None, None]
             r = y_new - z
-            if value is None:
+            if value is None or not bool(uphill.any()):
                 y, hy, lin, value = y_new, hy_new, lin_new, value_new
             else:
                 y, hy = torch.where(okm, y_new, y), torch.where(okm, hy_new, hy)
@@ -368,27 +387,39 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
                 break
             shrank = ok & (err < last_err)
             streak = torch.where(shrank, streak + 1, torch.zeros_like(streak))
-            rise = torch.where(ok & ~shrank, rise + 1, torch.zeros_like(rise))
+            rise = torch.where(ok & ~shrank, rise + 1, torch.where(uphill, rise, torch.zeros_like(rise)))
+            # a rolled-back drift resumes, after one plain step, at a quarter of its reach
+            beta_mem = torch.where(uphill, beta / 4, beta_mem)
             last_err = torch.where(ok, err, last_err)
             # Anderson: (re)start the history of a problem after _ANDERSON_START shrinking steps;
             # a rolled-back problem stops using it
             start = torch.where(uphill, torch.full_like(start, 2**62), start)
             begin = (start == 2**62) & (streak >= _ANDERSON_START)
             start = torch.where(begin, torch.full_like(start, n_entries), start)
-            if anderson:
-                hist = (hist + [(y, hy, torch.where(okm, r, torch.zeros_like(r)))])[-(anderson + 1):]
-                ids = (ids + [n_entries])[-(anderson + 1):]
+            if anderson and bool((start < 2**62).any()):  # some problem uses the history
+                r_ok = torch.where(okm, r, torch.zeros_like(r)) if bool(uphill.any()) else r
+                row = torch.stack([_inner(r_ok, h[2]) for h in hist] + [_inner(r_ok, r_ok)], -1)
+                size = len(hist) + 1
+                new = row.new_zeros(row.shape[0], size, size)
+                if hist:
+                    new[:, :-1, :-1] = gram
+                new[:, -1, :], new[:, :, -1] = row, row
+                hist, ids = hist + [(y, hy, r_ok)], ids + [n_entries]
+                gram = new
+                if len(hist) > anderson + 1:
+                    hist, ids, gram = hist[1:], ids[1:], gram[:, 1:, 1:]
                 n_entries += 1
             hz_in = hz
-            if len(hist) >= 2:
-                z, hz, mixed = _anderson(hist, ids, start)
+            if len(hist) >= 2 and bool((start.reshape(-1) <= ids[-2]).any()):
+                z, hz, mixed = _anderson(hist, ids, start, gram)
             else:
                 z, hz, mixed = y, hy, torch.zeros_like(ok)
             # drift: while the steps grow (the plan leaves a saddle point slowly), extrapolate
             # along the last step, twice as far after each step that was not rolled back
             drift = bool(anderson) & ~mixed & (rise >= _ANDERSON_START) & ok
             beta = torch.where(drift, torch.where(beta > 0, (2.0 * beta).clamp_max(_DRIFT_MAX),
-                                                  torch.ones_like(beta)), torch.zeros_like(beta))
+                                                  beta_mem.clamp_min(1.0)), torch.zeros_like(beta))
+            beta_mem = torch.where(drift, torch.zeros_like(beta_mem), beta_mem)
             if bool(drift.any()):
                 bb = beta[..., None, None]
                 z = torch.where(drift[..., None, None], y + bb * r, z)
