@@ -4,6 +4,7 @@ The library behind the otbook book. Every public name is documented in the book'
 """
 
 from .costs import cost_matrix
+from .dataset_distance import DatasetDistance, dataset_distance, label_distances
 from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
@@ -25,6 +26,9 @@ __all__ = [
     "plot",
     "bures_wasserstein",
     "cost_matrix",
+    "DatasetDistance",
+    "dataset_distance",
+    "label_distances",
     "device",
     "eps_relative",
     "eps_schedule",

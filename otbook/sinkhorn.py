@@ -479,10 +479,20 @@ class _Online:
     (the cost is translation invariant), which keeps the expansion accurate in float32.
     """
 
-    def __init__(self, x, y, budget):
+    def __init__(self, x, y, budget, xe=None, ye=None):
         c = 0.5 * (x.mean(0) + y.mean(0))
         self.x, self.y = x - c, y - c
         self.x2, self.y2 = (self.x**2).sum(1), (self.y**2).sum(1)
+        if xe is None:
+            # row and column forms of the points: the plain points
+            self.xr = self.xk = self.x
+            self.yr = self.yk = self.y
+        else:
+            # cost |x_i - y_j|^2 + <xe_i, ye_j> (a term that factors, e.g. a table lookup
+            # T[c_i, c_j] = <T[c_i, :], onehot(c_j)>): as a row, a point carries -extra / 2, as a
+            # column +extra, so -2 <row, column> adds the extra term inside the same product.
+            self.xr, self.xk = torch.cat([self.x, -0.5 * xe], 1), torch.cat([self.x, xe], 1)
+            self.yr, self.yk = torch.cat([self.y, -0.5 * ye], 1), torch.cat([self.y, ye], 1)
         self.bx = _block_rows(x.shape[0], y.shape[0], x.dtype, budget)
         self.by = _block_rows(y.shape[0], x.shape[0], x.dtype, budget)
 
@@ -521,44 +531,64 @@ class _Online:
     def update_f(self, log_b, g, eps, f_prev=None):
         """f_i = -eps log sum_j b_j exp((g_j - C_ij) / eps); ``f_prev``, a guess, saves a pass."""
         shift = None if f_prev is None else (self.x2 - f_prev) / eps
-        return self.x2 - eps * self._lse(self.x, self.y, self.y2, log_b + g / eps, eps, self.bx, shift)
+        return self.x2 - eps * self._lse(self.xr, self.yk, self.y2, log_b + g / eps, eps, self.bx, shift)
 
     def update_g(self, log_a, f, eps, g_prev=None):
         shift = None if g_prev is None else (self.y2 - g_prev) / eps
-        return self.y2 - eps * self._lse(self.y, self.x, self.x2, log_a + f / eps, eps, self.by, shift)
+        return self.y2 - eps * self._lse(self.yr, self.xk, self.x2, log_a + f / eps, eps, self.by, shift)
 
-    def plan_products(self, a, b, f, g, eps, transpose=False):
-        """Row sums of P and P @ y (or, transposed, column sums and P^T @ x), block by block."""
+    def self_lse(self, h, eps, guess=None):
+        """``log sum_j exp(h_j - C_ij / eps)`` for the symmetric problem (``x`` is ``y``)."""
+        shift = None if guess is None else guess + self.x2 / eps
+        return self._lse(self.xr, self.yk, self.x2, h, eps, self.bx, shift) - self.x2 / eps
+
+    def self_lse_fn(self, eps):
+        """The ``lse_fn(h, guess)`` that :func:`_symmetric` expects."""
+        return lambda h, guess: self.self_lse(h, eps, guess)
+
+    def plan_blocks(self, a, b, f, g, eps, transpose=False):
+        """Blocks of rows of the plan ``P = a b^T exp((f + g - C) / eps)`` (or of ``P^T``):
+        yields ``(start, block)``; the plan itself is never stored."""
         p, q, p2, q2, wp, wq, fp, gq, block = (
-            (self.x, self.y, self.x2, self.y2, a, b, f, g, self.bx) if not transpose
-            else (self.y, self.x, self.y2, self.x2, b, a, g, f, self.by)
+            (self.xr, self.yk, self.x2, self.y2, a, b, f, g, self.bx) if not transpose
+            else (self.yr, self.xk, self.y2, self.x2, b, a, g, f, self.by)
         )
         w = torch.log(wq) + (gq - q2) / eps
         r = torch.log(wp) + (fp - p2) / eps
-        rows = p.new_empty(p.shape[0])
-        Pq = p.new_empty(p.shape)
         qt = q.T.contiguous()
         for s in range(0, p.shape[0], block):
             z = torch.addmm(w[None, :], p[s:s + block], qt, alpha=2.0 / eps)
-            P = z.add_(r[s:s + block, None]).exp_()
-            rows[s:s + block] = P.sum(1)
-            Pq[s:s + block] = P @ q
+            yield s, z.add_(r[s:s + block, None]).exp_()
+
+    def plan_products(self, a, b, f, g, eps, transpose=False):
+        """Row sums of P and P @ y (or, transposed, column sums and P^T @ x), block by block."""
+        p, q = (self.x, self.y) if not transpose else (self.y, self.x)
+        rows = p.new_empty(p.shape[0])
+        Pq = p.new_empty(p.shape)
+        for s, P in self.plan_blocks(a, b, f, g, eps, transpose):
+            rows[s:s + P.shape[0]] = P.sum(1)
+            Pq[s:s + P.shape[0]] = P @ q
         return rows, Pq, p
 
 
-def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes):
-    """Balanced log-domain Sinkhorn for the squared Euclidean cost without an n x m matrix.
+def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes, xe=None, ye=None,
+                     span=None, g_init=None):
+    """Balanced log-domain Sinkhorn for the squared Euclidean cost (plus a factored extra term
+    ``<xe_i, ye_j>``, see :class:`_Online`) without an n x m matrix.
 
     The stopping test is free: the row marginal of the plan (f, g_k) is read off the next
-    f-update, ``P 1 = a exp((f - f_new) / eps)``.
+    f-update, ``P 1 = a exp((f - f_new) / eps)``. ``span`` (optional) is the largest cost, where
+    eps-scaling starts. ``g_init`` (optional) is a warm start for ``g`` (then no eps-scaling).
     """
-    eng = _Online(x, y, budget_bytes)
+    eng = _Online(x, y, budget_bytes, xe, ye)
     log_a, log_b = torch.log(a), torch.log(b)
-    g = y.new_zeros(y.shape[0])
+    g = y.new_zeros(y.shape[0]) if g_init is None else g_init.clone()
     levels = [eps]
-    if eps_scaling is not None:
-        span = torch.cat([eng.x, eng.y]).amax(0) - torch.cat([eng.x, eng.y]).amin(0)
-        levels = eps_schedule(max(float((span**2).sum()), eps), eps, eps_scaling)
+    if eps_scaling is not None and g_init is None:
+        if span is None:
+            box = torch.cat([eng.x, eng.y]).amax(0) - torch.cat([eng.x, eng.y]).amin(0)
+            span = float((box**2).sum())
+        levels = eps_schedule(max(span, eps), eps, eps_scaling)
     for e in levels[:-1]:  # annealing: one update per level
         f = eng.update_f(log_b, g, e)
         g = eng.update_g(log_a, f, e)
@@ -736,13 +766,7 @@ def _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget, warn
     for p, w in ((x, a), (y, b)):
         with torch.no_grad():
             eng_p = _Online(p.detach(), p.detach(), budget)
-            f, n_iter, err, ok = _symmetric(
-                lambda h, guess: eng_p._lse(
-                    eng_p.x, eng_p.x, eng_p.x2, h, eps, eng_p.bx,
-                    None if guess is None else guess + eng_p.x2 / eps,
-                ) - eng_p.x2 / eps,
-                w.detach(), eps, tol, max_iter,
-            )
+            f, n_iter, err, ok = _symmetric(eng_p.self_lse_fn(eps), w.detach(), eps, tol, max_iter)
         _warn_symmetric(warn, ok, n_iter, err, tol)
         values.append(_OnlineOTValue.apply(p, p, w, w, f, f, eps, eng_p))
     return values[0] - 0.5 * (values[1] + values[2])
