@@ -15,6 +15,10 @@ from .sliced import sliced_wasserstein
 from .maps import (EntropicMap, ICNN, MapFit, barycentric_projection, entropic_map, fit_map,
                    monge_gap, soft_labels)
 from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch_ot
+from .flows import (Energy, FlowResult, JKOResult, hessian_logdet, interaction_energy,
+                    internal_energy, jko_icnn, jko_particles, mmd_energy, particle_flow,
+                    potential_energy, sinkhorn_energy)
+from . import flows
 from . import plot
 from .notebook import setup_notebook
 from .utils import device, uniform
@@ -54,6 +58,19 @@ __all__ = [
     "MinibatchOT",
     "minibatch_bounds",
     "minibatch_ot",
+    "flows",
+    "Energy",
+    "FlowResult",
+    "JKOResult",
+    "hessian_logdet",
+    "interaction_energy",
+    "internal_energy",
+    "jko_icnn",
+    "jko_particles",
+    "mmd_energy",
+    "particle_flow",
+    "potential_energy",
+    "sinkhorn_energy",
     "setup_notebook",
     "sinkhorn",
     "sinkhorn_divergence",

@@ -322,3 +322,21 @@ def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def check_callable(fn, name: str):
+    """A callable (a function, a module, an energy)."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {_describe(fn)}")
+    return fn
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite real number >= 0 (a tolerance where 0 switches a test off)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number >= 0, got {_describe(value)}")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
