@@ -37,6 +37,7 @@ import torch
 
 from ._checks import (
     as_tensor,
+    check_callable,
     check_choice,
     check_clouds,
     check_eps,
@@ -78,8 +79,7 @@ def _labels(y, n: int, name: str):
 def _features(x, name: str, feature_map, batch_size: int):
     """Apply the optional feature map (without gradients, in batches) and flatten to (n, d)."""
     if feature_map is not None:
-        if not callable(feature_map):
-            raise TypeError(f"feature_map must be callable, got {type(feature_map).__name__}")
+        check_callable(feature_map, "feature_map")
         t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         outs = []
         with torch.no_grad():
