@@ -646,6 +646,17 @@ def _bar(progress, total, desc):
 # particle flows
 
 
+def _record(k, x, step, record_every, n_steps, snaps, times, bar, energy):
+    """After step ``k``: keep a snapshot every ``record_every`` steps (and the last), and move
+    the progress bar."""
+    if (k + 1) % record_every == 0 or k + 1 == n_steps:
+        snaps.append(x.clone())
+        times.append((k + 1) * step)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(energy=f"{float(energy):.4g}")
+
+
 def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_every: int = 1,
                   warn: bool = True, progress: bool = False) -> FlowResult:
     r"""Follow the Wasserstein gradient flow of ``energy`` with particles (explicit Euler).
@@ -734,12 +745,7 @@ def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_ev
         if k == n_steps:
             break
         x = (x.detach() + step * velocity).detach()
-        if (k + 1) % record_every == 0 or k + 1 == n_steps:
-            snaps.append(x.clone())
-            times.append((k + 1) * step)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(energy=f"{float(value.detach()):.4g}")
+        _record(k, x, step, record_every, n_steps, snaps, times, bar, value.detach())
     if bar is not None:
         bar.close()
     x = x.detach()
@@ -877,12 +883,7 @@ def jko_particles(x, energy, *, tau, n_steps: int, eps=None, inner_steps: int = 
         inner_ok.append(residual <= inner_tol * max(moved, 1.0))
         inner_losses.append(value.detach())
         energies.append(_scalar(caught.run(_call, energy, x), "energy", k + 1).detach())
-        if (k + 1) % record_every == 0 or k + 1 == n_steps:
-            snaps.append(x.clone())
-            times.append((k + 1) * tau)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(energy=f"{float(energies[-1]):.4g}")
+        _record(k, x, tau, record_every, n_steps, snaps, times, bar, energies[-1])
     if bar is not None:
         bar.close()
     caught.report("jko_particles", n_steps, warn)
@@ -1286,12 +1287,7 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
                 log_density = new_log.detach()
             maps.append(copy.deepcopy(model).requires_grad_(False))
         energies.append(_scalar(caught.run(_call, energy, x, log_density), "energy", k + 1).detach())
-        if (k + 1) % record_every == 0 or k + 1 == n_steps:
-            snaps.append(x.clone())
-            times.append((k + 1) * tau)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(energy=f"{float(energies[-1]):.4g}")
+        _record(k, x, tau, record_every, n_steps, snaps, times, bar, energies[-1])
     if bar is not None:
         bar.close()
     caught.report("jko_icnn", n_steps, warn)

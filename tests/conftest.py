@@ -18,3 +18,13 @@ def device(request):
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
 def dtype(request):
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Unit tests solve small problems: one thread avoids the cost of splitting every small
+    operation (on a loaded 2-core machine, two threads can be ten times slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,16 +13,6 @@ import otbook as ob
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are small: one thread avoids the cost of splitting every small operation
-    (on a loaded machine, two threads can be ten times slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
