@@ -138,9 +138,17 @@ class _Dense:
 
     def kernel(self, f, g, eps):
         K = f[:, :, None] - self.C  # one allocation, the rest in place
-        K.add_(g[:, None, :]).div_(eps).exp_()
-        # flush subnormal entries: they are negligible, and they make every product slow
-        return K.masked_fill_(K < torch.finfo(K.dtype).tiny, 0.0)
+        lo = _exp_floor(K.dtype)
+        # entries below e^lo are negligible: clamp before exp (an exp whose result is subnormal
+        # is an order of magnitude slower on CPUs, and so is every product with it), then zero them
+        K.add_(g[:, None, :]).div_(eps).clamp_(min=lo).exp_()
+        return K.masked_fill_(K < 1.5 * math.exp(lo), 0.0)
+
+
+def _exp_floor(dtype) -> float:
+    """A log-value below which exp(.) counts as 0: e^floor is normal (not subnormal) but 1e-37
+    or less relative to 1."""
+    return math.log(torch.finfo(dtype).tiny) + 1.0
 
 
 def _row_products(K):
@@ -509,14 +517,18 @@ class _Online:
         """
         w = h - q2 / eps
         out = p.new_empty(p.shape[0])
+        # exponents are clamped at ``lo`` (see _exp_floor): subnormal results are slow
+        lo = _exp_floor(p.dtype)
         if shift is not None:
             pa = torch.cat([p * (2.0 / eps), p.new_ones(p.shape[0], 1), -shift[:, None]], 1)
             qa = torch.cat([q, w[:, None], q.new_ones(q.shape[0], 1)], 1).T.contiguous()
             for s in range(0, p.shape[0], block):
                 z = pa[s:s + block] @ qa
-                out[s:s + block] = z.exp_().sum(1).log_()
+                out[s:s + block] = z.clamp_(min=lo).exp_().sum(1).log_()
+            # a row whose sum is near the floor (every term clamped: the guess was far too high)
+            # or overflowed (far too low) is recomputed exactly
+            bad = ~torch.isfinite(out) | (out < lo + math.log(q.shape[0]) + 20.0)
             out += shift
-            bad = ~torch.isfinite(out)
             if bool(bad.any()):
                 rows = bad.nonzero()[:, 0]
                 out[rows] = _Online._lse(p[rows], q, q2, h, eps, block)
@@ -525,7 +537,7 @@ class _Online:
         for s in range(0, p.shape[0], block):
             z = torch.addmm(w[None, :], p[s:s + block], qt, alpha=2.0 / eps)
             mx = z.amax(1, keepdim=True)
-            out[s:s + block] = mx[:, 0] + z.sub_(mx).exp_().sum(1).log_()
+            out[s:s + block] = mx[:, 0] + z.sub_(mx).clamp_(min=lo).exp_().sum(1).log_()
         return out
 
     def update_f(self, log_b, g, eps, f_prev=None):
@@ -558,7 +570,8 @@ class _Online:
         qt = q.T.contiguous()
         for s in range(0, p.shape[0], block):
             z = torch.addmm(w[None, :], p[s:s + block], qt, alpha=2.0 / eps)
-            yield s, z.add_(r[s:s + block, None]).exp_()
+            P = z.add_(r[s:s + block, None]).clamp_(min=_exp_floor(z.dtype)).exp_()
+            yield s, P.masked_fill_(P < 1.5 * math.exp(_exp_floor(z.dtype)), 0.0)
 
     def plan_products(self, a, b, f, g, eps, transpose=False):
         """Row sums of P and P @ y (or, transposed, column sums and P^T @ x), block by block."""
