@@ -437,7 +437,9 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     n, m = x1.shape[0], x2.shape[0]
     debias = bool(debias) and eps is not None
     size = x1.element_size()
-    dense_bytes = 3 * (n * m + (n * n + m * m if debias else 0)) * size
+    # the dense path holds one n x m cost and its kernel (the plan) at a time, and, one after
+    # the other, an n x n (m x m) cost and a temporary of the same size for the self terms
+    dense_bytes = 2 * max(n * m, n * n if debias else 0, m * m if debias else 0) * size
     if backend == "auto":
         backend = "dense" if (eps is None or dense_bytes <= budget) else "online"
     if backend == "online" and eps is None:
@@ -467,11 +469,12 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
                          else x.new_zeros(C, C))
                 cd = c.to(x.device)
                 if backend == "dense":
-                    Cs = lambda_x * cost_matrix(x, x) + Wself[cd][:, cd]
+                    M = lambda_x * cost_matrix(x, x) + Wself[cd][:, cd]
+                    M.div_(-eps)  # -C / eps, once
                     fs, it, err, ok = _symmetric(
-                        lambda h, guess: torch.logsumexp(h[None, :] - Cs / eps, dim=1), w, eps,
-                        tol, max_iter)
-                    del Cs
+                        lambda h, guess: torch.logsumexp(h[None, :] + M, dim=1), w, eps, tol,
+                        max_iter)
+                    del M
                 else:
                     xs_, _, oh, _ = _scaled(x, x, c, C, lambda_x, Wself)
                     eng_s = _Online(xs_, xs_, int(budget), xe=Wself[cd], ye=oh)
