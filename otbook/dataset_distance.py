@@ -49,7 +49,8 @@ from ._checks import (
 from .costs import cost_matrix
 from .exact import emd
 from .gaussian import bures_wasserstein
-from .sinkhorn import _Online, _sinkhorn_online, _symmetric, sinkhorn, sinkhorn_divergence
+from .sinkhorn import (_Online, _sinkhorn_online, _symmetric, _symmetric_dense, sinkhorn,
+                       sinkhorn_divergence)
 
 __all__ = ["dataset_distance", "DatasetDistance", "label_distances", "class_statistics"]
 
@@ -438,8 +439,8 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     debias = bool(debias) and eps is not None
     size = x1.element_size()
     # the dense path holds one n x m cost and its kernel (the plan) at a time, and, one after
-    # the other, an n x n (m x m) cost and a temporary of the same size for the self terms
-    dense_bytes = 2 * max(n * m, n * n if debias else 0, m * m if debias else 0) * size
+    # the other, an n x n (m x m) cost, -cost / eps and a kernel for the self terms
+    dense_bytes = 3 * max(n * m, n * n if debias else 0, m * m if debias else 0) * size
     if backend == "auto":
         backend = "dense" if (eps is None or dense_bytes <= budget) else "online"
     if backend == "online" and eps is None:
@@ -469,12 +470,9 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
                          else x.new_zeros(C, C))
                 cd = c.to(x.device)
                 if backend == "dense":
-                    M = lambda_x * cost_matrix(x, x) + Wself[cd][:, cd]
-                    M.div_(-eps)  # -C / eps, once
-                    fs, it, err, ok = _symmetric(
-                        lambda h, guess: torch.logsumexp(h[None, :] + M, dim=1), w, eps, tol,
-                        max_iter)
-                    del M
+                    Cs = lambda_x * cost_matrix(x, x) + Wself[cd][:, cd]
+                    fs, it, err, ok = _symmetric_dense(Cs, w, eps, tol, max_iter)
+                    del Cs
                 else:
                     xs_, _, oh, _ = _scaled(x, x, c, C, lambda_x, Wself)
                     eng_s = _Online(xs_, xs_, int(budget), xe=Wself[cd], ye=oh)
