@@ -109,11 +109,12 @@ def main():
     ap.add_argument("--budget", type=float, default=20.0, help="seconds per solver run (iteration cap)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="skip POT's log-domain solver at n > 2000")
+    ap.add_argument("--skip-geomloss", action="store_true", help="leave GeomLoss out (slow at scaling 0.99)")
     args = ap.parse_args()
     device = torch.device(args.device)
     try:
         import geomloss  # noqa: F401
-        have_geomloss = True
+        have_geomloss = not args.skip_geomloss
     except ImportError:
         have_geomloss = False
 

@@ -137,12 +137,13 @@ class _Dense:
         return -lam * eps * torch.logsumexp(z, dim=-2)
 
     def kernel(self, f, g, eps):
-        K = f[:, :, None] - self.C  # one allocation, the rest in place
-        lo = _exp_floor(K.dtype)
-        # entries below e^lo are negligible: clamp before exp (an exp whose result is subnormal
-        # is an order of magnitude slower on CPUs, and so is every product with it), then zero them
-        K.add_(g[:, None, :]).div_(eps).clamp_(min=lo).exp_()
-        return K.masked_fill_(K < 1.5 * math.exp(lo), 0.0)
+        # (f_i + g_j - C_ij) / eps in one allocating pass, the rest in place. Entries below e^lo
+        # are negligible: clamping before exp keeps every result normal (an exp whose result is
+        # subnormal is an order of magnitude slower on CPUs, and so is every product with it)
+        K = torch.sub((f / eps)[:, :, None], self.C, alpha=1.0 / eps)
+        if bool(g.any()):
+            K.add_((g / eps)[:, None, :])
+        return K.clamp_(min=_exp_floor(K.dtype)).exp_()
 
 
 def _exp_floor(dtype) -> float:
@@ -206,7 +207,7 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
             total_iter += 1
             continue
         # base potentials: f = c-transform of g, so every row of K~ has an entry equal to 1
-        f = (C - g[:, None, :]).amin(-1)
+        f = C.amin(-1) if not bool(g.any()) else (C - g[:, None, :]).amin(-1)
         K = eng.kernel(f, g, eps)
         Kv = _row_products(K)
         u = C.new_ones(B, n)
@@ -302,12 +303,13 @@ def _value(C, a, b, f, g, plan, eps, rho_a, rho_b):
     return value
 
 
-def _primal(plan, a, b, f, g, eps, rho_a, rho_b):
-    """Primal objective of a plan P = a b exp((f + g - C)/eps), in O(n + m) from its marginals.
+def _primal(plan, a, b, f, g, eps, rho_a, rho_b, marginals=None):
+    """Primal objective of a plan P = a b exp((f + g - C)/eps), in O(n + m) from its marginals
+    (given, or summed here).
 
     Uses eps sum P log(P / ab) = <P 1, f> + <P^T 1, g> - <P, C>.
     """
-    pa, pb = plan.sum(-1), plan.sum(-2)
+    pa, pb = marginals if marginals is not None else (plan.sum(-1), plan.sum(-2))
     value = (pa * f).sum(-1) + (pb * g).sum(-1) - eps * (pa.sum(-1) - a.sum(-1) * b.sum(-1))
     if rho_a is not None:
         value = value + rho_a * _kl(pa, a)
@@ -424,13 +426,15 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
         )
         pa, pb = plan.sum(-1), plan.sum(-2)
         marg = (pa - ab).abs().sum(-1) + (pb - bb).abs().sum(-1)
-        primal = _primal(plan, ab, bb, f, g, eps, rho_a, rho_b)
+        primal = _primal(plan, ab, bb, f, g, eps, rho_a, rho_b, marginals=(pa, pb))
 
     f = f.reshape(*full, n)
     g = g.reshape(*full, m)
     plan = plan.reshape(*full, n, m)
     value = _value(C, a, b, f, g, plan, eps, rho_a, rho_b)
-    value_linear = (plan.detach() * C).sum((-2, -1))
+    # <P, C> as a batched dot product: no n x m temporary
+    Pd = plan.detach()
+    value_linear = torch.matmul(Pd.reshape(*full, 1, n * m), C.reshape(*batch, n * m, 1))[..., 0, 0]
     if not (torch.isfinite(f).all() and torch.isfinite(g).all() and torch.isfinite(marg).all()):
         raise FloatingPointError(
             "sinkhorn produced non-finite values; this is a bug, please report it with the inputs"
