@@ -207,7 +207,13 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
             total_iter += 1
             continue
         # base potentials: f = c-transform of g, so every row of K~ has an entry equal to 1
-        f = C.amin(-1) if not bool(g.any()) else (C - g[:, None, :]).amin(-1)
+        cold = not bool(g.any())
+        f = C.amin(-1) if cold else (C - g[:, None, :]).amin(-1)
+        if cold and balanced and len(eps_levels) == 1:
+            # a cold balanced start: g = c-transform of f as well (every column has a 1 too). From
+            # g = 0 the scalings would drift by up to exp(max C / eps) in the first iterations and
+            # force an absorption, an n x m log-sum-exp that costs as much as dozens of iterations
+            g = (C - f[:, :, None]).amin(-2)
         K = eng.kernel(f, g, eps)
         Kv = _row_products(K)
         u = C.new_ones(B, n)
