@@ -18,8 +18,8 @@ mean |x|^2 + mean |x'|^2 - 2 mean(x) . mean(x') + p1^T W p2; equal to ``ob.eps_r
 
 Part 1, Gaussian inner, entropic outer. otbook: ``ob.dataset_distance(x1, y1, x2, y2,
 inner="gaussian", eps=eps, debias=..., tol=tol)`` with its default backend "auto" (dense when its
-estimate of the matrices, 3 (nm + n^2 + m^2) x bytes, fits in the 2 GB ``memory_budget``, else
-online); where "auto" went online, a second row forces ``backend="dense"``. The ratios are POT's
+estimate of the matrices, 3 max(nm, n^2, m^2) x bytes, fits in the default ``memory_budget``,
+2 GB on a CPU and half the free memory on a GPU, else online); where "auto" went online, a second row forces ``backend="dense"``. The ratios are POT's
 time over each. otbook's "tables s" is a separate ``ob.label_distances`` call (the same table;
 its time is part of otbook's total, not added to it). The baseline, the way one writes it with
 POT and SciPy: class means and covariances (``np.cov``), a Python loop of ``scipy.linalg.sqrtm`` Bures distances over class pairs
@@ -55,8 +55,9 @@ dominates: expect a ratio near 1.
 Part 3 (``--large N ...``): otbook alone, Gaussian inner, debiased entropic OTDD with the online
 backend (memory linear in n + m) at each n = m given, each in a fresh subprocess, which reports
 its wall time, the iterations, and the peak resident memory of the process (``ru_maxrss``; on a
-GPU also the peak GPU memory), next to otbook's own estimate of the dense matrices,
-3 (nm + n^2 + m^2) x bytes. On a quiet machine give it all the cores (``--threads 2`` on 2 cores).
+GPU also the peak GPU memory), next to what the dense cost and kernel matrices of the three
+problems would take together, 3 (nm + n^2 + m^2) x bytes (the dense backend holds one problem's
+at a time: a third of that). On a quiet machine give it all the cores (``--threads 2`` on 2 cores).
 
 Threads: both libraries run with ``--threads`` threads (torch, and the BLAS under NumPy through
 threadpoolctl); default 1, the fair and stable setting on a shared machine (two torch threads on

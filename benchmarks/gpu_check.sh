@@ -25,6 +25,8 @@ stage tests 90 $PY -m pytest tests -q -x -k cuda -p no:cacheprovider \
     --ignore=tests/test_chapters.py --ignore=tests/test_pages.py --ignore=tests/test_tools.py
 stage sinkhorn 110 $PY benchmarks/bench_sinkhorn.py --device cuda --sizes 2000 8000 \
     --rels 0.05 0.01 --dtypes float32 --budget 2 --quick
+stage sinkhorn_clusters 100 $PY benchmarks/bench_sinkhorn.py --device cuda --problem clusters \
+    --sizes 2000 8000 --rels 0.05 0.01 --dtypes float32 --budget 2 --quick --skip-geomloss
 stage online_rate 30 $PY - <<'EOF'
 import time, torch
 from otbook.sinkhorn import _Online
@@ -46,4 +48,4 @@ for n, dtype in ((50_000, torch.float32), (50_000, torch.float64)):
           f"{n * n / dt:.3e} pair-updates/s")
 EOF
 stage otdd 150 $PY benchmarks/bench_otdd.py --device cuda --skip-exact --pot-backends torch \
-    --large 20000 60000
+    --sizes 2000 8000 --large 60000

@@ -340,3 +340,29 @@ def check_nonnegative(value, name: str) -> float:
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return float(value)
+
+
+def check_relaxation(omega, name: str = "omega"):
+    """An over-relaxation factor: ``"auto"`` or a real number in (0, 2)."""
+    if isinstance(omega, str):
+        if omega != "auto":
+            raise ValueError(f"{name} must be 'auto' or a number in (0, 2), got {omega!r}")
+        return omega
+    if isinstance(omega, torch.Tensor) and omega.numel() == 1:
+        omega = omega.item()
+    if isinstance(omega, bool) or not isinstance(omega, numbers.Real):
+        raise TypeError(f"{name} must be 'auto' or a number in (0, 2), got {_describe(omega)}")
+    if not (np.isfinite(omega) and 0.0 < float(omega) < 2.0):
+        raise ValueError(f"{name} must be in (0, 2) (Sinkhorn diverges outside), got {omega}")
+    return float(omega)
+
+
+def check_memory_budget(value, like: torch.Tensor, cpu_default: float = 2e9) -> float:
+    """Bytes a dense computation may use: a number > 0, or ``None`` for the default of the
+    device of ``like`` (half of the free memory of a CUDA device, ``cpu_default`` elsewhere)."""
+    if value is not None:
+        return check_positive(value, "memory_budget")
+    if like.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(like.device)
+        return 0.5 * float(free)
+    return float(cpu_default)

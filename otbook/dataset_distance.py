@@ -42,7 +42,9 @@ from ._checks import (
     check_clouds,
     check_eps,
     check_positive,
+    check_memory_budget,
     check_positive_int,
+    check_relaxation,
     check_same_mass,
     check_weights,
 )
@@ -339,8 +341,9 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
                      lambda_x: float = 1.0, lambda_y: float = 1.0, a=None, b=None,
                      inner_eps=None, max_per_class: int | None = None, feature_map=None,
                      tol: float = 1e-6, max_iter: int = 10_000, eps_scaling: float | None = None,
-                     backend: str = "auto", memory_budget: float = 2e9, top_k: int = 10,
-                     generator=None, progress: bool = False, warn: bool = True) -> DatasetDistance:
+                     backend: str = "auto", memory_budget: float | None = None, omega="auto",
+                     top_k: int = 10, generator=None, progress: bool = False,
+                     warn: bool = True) -> DatasetDistance:
     r"""The optimal transport dataset distance (OTDD) between two labelled datasets.
 
     With :math:`\alpha_y` the distribution of the features of class :math:`y`, the ground cost
@@ -381,10 +384,13 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
         a frozen network.
     tol, max_iter, eps_scaling
         Stopping rule of every Sinkhorn solve, as in :func:`~otbook.sinkhorn`.
+    omega : "auto" or float in (0, 2)
+        Over-relaxation of the outer (cross) Sinkhorn problem, as in :func:`~otbook.sinkhorn`.
     backend : {"auto", "dense", "online"}
         ``"dense"`` stores the ``N x M`` cost (and the plan); ``"online"`` recomputes it block by
         block with memory linear in ``N + M`` (entropic only); ``"auto"`` goes online when the
-        dense matrices would exceed ``memory_budget`` bytes.
+        dense matrices would exceed ``memory_budget`` bytes (``None``, the default: half of the
+        free memory of a CUDA device, 2 GB on the CPU).
     top_k : int
         How many of the most-coupled pairs of examples to report.
     progress : bool
@@ -434,7 +440,8 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     b = check_weights(b, x2.shape[0], "b", like=x1)
     check_same_mass(a, b)
     a, b = a / a.sum(), b / b.sum()
-    budget = check_positive(memory_budget, "memory_budget")
+    budget = check_memory_budget(memory_budget, x1)
+    omega = check_relaxation(omega)
     n, m = x1.shape[0], x2.shape[0]
     debias = bool(debias) and eps is not None
     size = x1.element_size()
@@ -490,7 +497,7 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
             else:
                 res = sinkhorn(a, b, C, eps, tol=tol, max_iter=max_iter,
                                eps_scaling=None if init is not None else eps_scaling, init=init,
-                               warn=False)
+                               omega=omega, warn=False)
             del C
             plan, f, g = res.plan, res.f, res.g
             value = res.value if eps is not None else res.value_linear
@@ -504,7 +511,7 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
             f, g, it, err, ok, eng = _sinkhorn_online(
                 xs, ys, a, b, eps, tol, max_iter, eps_scaling, int(budget),
                 xe=W[c1.to(x1.device)], ye=onehot2, span=span,
-                g_init=None if init is None else init[1],
+                g_init=None if init is None else init[1], omega=omega,
             )
             plan, value = None, (a * f).sum() + (b * g).sum()
             n_iter["cross"] = it

@@ -17,6 +17,10 @@ but the kernel is built from *absorbed* log-domain potentials,
 When the scalings ``u, v`` drift far from 1 (or a row underflows) they are absorbed back into
 ``f, g`` with one exact log-sum-exp step and the kernel is rebuilt (Schmitzer's stabilisation).
 The result is as stable as a log-domain solver and, between absorptions, as fast as a plain one.
+The updates are over-relaxed (``omega``, :class:`_Relax`): once the convergence rate is known,
+each update moves the scalings further than Sinkhorn's own by the factor that is optimal for the
+linearised iteration, with a safeguard; slow, block-structured problems need several times fewer
+iterations.
 
 For point clouds too large for an ``n x m`` matrix, :func:`sinkhorn_divergence` switches to an
 *online* log-domain solver that recomputes the cost block by block and never stores it.
@@ -36,7 +40,9 @@ from ._checks import (
     check_pair_points,
     check_potential,
     check_positive,
+    check_memory_budget,
     check_positive_int,
+    check_relaxation,
     check_same_mass,
     check_weights,
 )
@@ -168,13 +174,159 @@ def _threshold(dtype):
     return 1e12 if dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e40
 
 
+class _Relax:
+    """Safeguarded, adaptive over-relaxation of Sinkhorn updates, one factor per problem.
+
+    A relaxed update moves the log-scalings ``omega`` times as far as Sinkhorn's own update,
+    ``log u <- (1 - omega) log u + omega log u_sinkhorn`` (``omega = 1``: plain Sinkhorn). Near
+    the solution Sinkhorn behaves like a Gauss-Seidel sweep on a linear system, contracting by a
+    rate ``r`` per iteration; by Young's theory of successive over-relaxation the best factor is
+    ``omega* = 2 / (1 + sqrt(1 - r))``, with rate about ``omega* - 1`` (``r = 0.999`` gives
+    ``omega* = 1.94`` and 16x fewer iterations). This is the analysis of Thibault et al. (2021)
+    and Lehmann et al. (2022), who read ``r`` off the plain iterations at no cost.
+
+    ``"auto"``: the iterations start plain; ``r`` is read off the decrease of the stopping
+    criterion between two checks, and once two readings agree (the transient is over) the
+    factor is set to ``min(omega*, 1.95)``. A fixed float is used from the start.
+    Safeguard, either way: when a relaxed problem's criterion grows between two checks (or
+    turns non-finite), the problem returns to its state at the previous check and its factor is
+    halved towards 1; after three such returns it stays at 1 (plain Sinkhorn, which converges).
+    """
+
+    CAP = 1.98
+
+    def __init__(self, omega, batch, like):
+        self.auto = omega == "auto"
+        start = 1.0 if self.auto else float(omega)
+        self.w = like.new_full((batch,), start)
+        self.strikes = torch.zeros(batch, dtype=torch.long, device=like.device)
+        self.prev_err = self.best = self.stale = None
+        self.prev_rate = like.new_full((batch,), float("nan"))
+        self.n_steady = torch.zeros_like(self.strikes)
+        self.w_safe = torch.ones_like(self.w)  # the factor before the last increase
+        self.cap = torch.full_like(self.w, self.CAP)
+        self.gate = torch.full_like(self.w, float("inf"))  # plain until the criterion is below
+        self.err_switch = torch.full_like(self.w, float("inf"))
+        self.at_convergence = self.w.clone()  # the factors in use when problems converged
+        self.converged = torch.zeros(batch, dtype=torch.bool, device=like.device)
+        self.active = start != 1.0  # a Python flag: plain updates cost nothing extra
+        self.w_float = start
+
+    def _sync(self, back=None):
+        """The host-side flags, in one transfer; returns whether ``back`` has any entry."""
+        parts = [(self.w != 1.0).any()[None].to(self.w.dtype), self.w[:1]]
+        if back is not None:
+            parts.append(back.any()[None].to(self.w.dtype))
+        flags = torch.cat(parts).tolist()
+        self.active, self.w_float = bool(flags[0]), flags[1]
+        return bool(flags[2]) if back is not None else False
+
+    def _factor(self, ndim):
+        # one problem: a Python number (fewer kernel launches per iteration)
+        if self.w.numel() == 1:
+            return self.w_float
+        return self.w[:, None] if ndim > 1 else self.w
+
+    def mix(self, old, new):
+        """The relaxed scaling ``new (old / new)^(1 - omega)`` (per problem, last axis)."""
+        if not self.active:
+            return new
+        return new * (old / new).pow(1.0 - self._factor(old.dim()))
+
+    def mix_log(self, old, new):
+        """The same in the log domain: ``(1 - omega) old + omega new``."""
+        if not self.active:
+            return new
+        return torch.lerp(old, new, self._factor(old.dim()))
+
+    def settle(self, mask):
+        """Plain updates from now on for the problems in ``mask`` (which converged)."""
+        self.at_convergence = torch.where(mask, self.w, self.at_convergence)
+        self.converged = self.converged | mask
+        self.w = torch.where(mask, torch.ones_like(self.w), self.w)
+        self._sync()
+
+    def report(self):
+        """The factor each problem ended with (at its convergence, when it converged)."""
+        return torch.where(self.converged, self.at_convergence, self.w)
+
+    def check(self, err, k, tol):
+        """Take the criterion ``err`` reached ``k`` iterations after the previous check.
+
+        Returns ``(back, best)``: the mask of the problems to return to their best state so far
+        (or ``None``), and the mask of those whose current state is their new best (to be
+        saved)."""
+        finite = torch.isfinite(err)
+        if self.best is None:
+            self.best = torch.where(finite, err, torch.full_like(err, float("inf")))
+            self.stale = torch.zeros_like(self.strikes)
+            self.prev_err = err.clone()
+            return None, finite
+        improved = finite & (err < self.best)
+        self.stale = torch.where(improved, torch.zeros_like(self.stale), self.stale + 1)
+        # A relaxed problem goes back when its criterion is non-finite, far above its best, or
+        # has not improved on it for a while: over-relaxed iterations are not monotone (a new
+        # factor can raise the error for a few dozen iterations before it falls faster), the
+        # more so the closer omega is to 2, so the patience grows like 1 / (2 - omega)
+        w = self.w
+        patience = torch.clamp(10.0 / (k * (2.0 - w)), min=3.0)
+        back = (w != 1.0) & ~(err <= tol) & (~finite | (err > 100.0 * self.best) | (self.stale >= patience))
+        # (everything below is computed for all problems and selected with masks: one transfer
+        # to the host per check, which matters on a GPU)
+        self.strikes = self.strikes + back.long()
+        # A failed increase returns to the factor that worked before it, and later ones stop
+        # halfway below the factor that failed. A failed first switch (typically too early, far
+        # from the solution, where the iteration is not yet linear) returns to plain updates
+        # until the criterion is 10x below where that switch happened. Three failures: plain
+        # for good.
+        raised = self.w_safe > 1.0
+        out = self.strikes >= 3
+        self.cap = torch.where(back & raised, 0.5 * (w + self.w_safe), self.cap)
+        self.gate = torch.where(back & ~raised, 0.1 * self.err_switch, self.gate)
+        self.gate = torch.where(back & out, torch.zeros_like(self.gate), self.gate)
+        fallback = torch.where(raised & ~out, self.w_safe, torch.ones_like(w))
+        self.w = torch.where(back, fallback, w)
+        self.w_safe = torch.where(back, torch.ones_like(w), self.w_safe)
+        self.stale = torch.where(back, torch.zeros_like(self.stale), self.stale)
+        self.n_steady = torch.where(back, torch.zeros_like(self.n_steady), self.n_steady)
+        err = torch.where(back, self.best, err)
+        self.best = torch.where(improved, err, self.best)
+        if self.auto:
+            prev, w = self.prev_err, self.w
+            tiny = torch.finfo(err.dtype).tiny
+            ok = improved & (err < prev) & (prev > tiny)
+            rate = torch.where(ok, (err.clamp_min(tiny) / prev.clamp_min(tiny)) ** (1.0 / k),
+                               torch.full_like(err, float("nan")))
+            steady = (rate - self.prev_rate).abs() <= 0.1 * (1.0 - rate)
+            self.n_steady = torch.where(steady, self.n_steady + 1, torch.zeros_like(self.n_steady))
+            # plain Sinkhorn's rate r gives omega* = 2 / (1 + sqrt(1 - r)). A relaxed iteration
+            # that settles on a rate lam well above omega - 1 is under-relaxed for its slowest
+            # mode, and Young's relation (lam + omega - 1)^2 = lam omega^2 r recovers that r
+            r = torch.where(w == 1.0, rate, (rate + w - 1.0) ** 2 / (rate * w * w))
+            under = (w == 1.0) | (rate > 1.05 * (w - 1.0))
+            target = 2.0 / (1.0 + torch.sqrt((1.0 - r).clamp_min(0.0)))
+            # from plain, straight to the target; later, at most halfway to 2 per step
+            step = torch.where(w == 1.0, target, torch.minimum(target, w + 0.5 * (2.0 - w)))
+            new = torch.minimum(step, self.cap)
+            go = (~self.converged & (self.n_steady >= 2) & (rate > 0.5) & under
+                  & ((w != 1.0) | (err < self.gate)) & (new > w + 0.01))
+            self.w_safe = torch.where(go, w, self.w_safe)
+            self.err_switch = torch.where(go & (w == 1.0), err, self.err_switch)
+            self.w = torch.where(go, new, w)
+            self.n_steady = torch.where(go, torch.zeros_like(self.n_steady), self.n_steady)
+            self.prev_rate = rate
+        self.prev_err = err
+        any_back = self._sync(back)
+        return (back if any_back else None), improved
+
+
 def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, check_every,
-                    f, g, progress):
+                    f, g, progress, omega=1.0):
     """Stabilised kernel-domain Sinkhorn on a batch ``C`` of shape (B, n, m).
 
     Returns the potentials (scalings folded in), the plan, the per-problem criterion, the
-    per-problem convergence flags and iteration counts, the total iterations and the number of
-    absorptions.
+    per-problem convergence flags and iteration counts, the total iterations, the number of
+    absorptions and the per-problem over-relaxation factors (see :class:`_Relax`).
     """
     B, n, m = C.shape
     eng = _Dense(C, _safe_log(a), _safe_log(b))
@@ -219,27 +371,57 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
         u = C.new_ones(B, n)
         v = C.new_ones(B, m)
         v_good = v
+        relax = _Relax(omega, B, C)
+        saved = (u, v)
+        t = None
+        last_check = 0
         it = 0
         while it < max_iter:
             it += 1
             s = Kv(b * v)
             check = it % check_every == 0 or it == max_iter
             if check and balanced:
+                # the L1 marginal violation of the plan (u, v): rows from s = K (b v), columns
+                # from t = K^T (a u) of the previous iteration (exact without relaxation)
                 err = (a * u * s - a).abs().sum(-1)
+                if t is None:  # first iteration, or just after a return or an absorption
+                    t = torch.bmm((a * u)[:, None, :], K)[:, 0, :]
+                err = err + (b * v * t - b).abs().sum(-1)
             u_old = u
             u = 1.0 / s if lam_a == 1.0 else torch.exp((lam_a - 1.0) * f / eps) * s.pow(-lam_a)
+            if it > 1:  # (the starting u = v = 1 are not iterates: the first update is plain)
+                u = relax.mix(u_old, u)
             t = torch.bmm((a * u)[:, None, :], K)[:, 0, :]
             v_old = v
             v = 1.0 / t if lam_b == 1.0 else torch.exp((lam_b - 1.0) * g / eps) * t.pow(-lam_b)
+            if it > 1:
+                v = relax.mix(v_old, v)
             if check and not balanced:
                 # sup-norm of the relative change of the plan, max_ij |d log u_i + d log v_j|:
                 # blind to the shift (f + c, g - c), which leaves the plan unchanged
                 du, dv = torch.log(u / u_old), torch.log(v / v_old)
                 err = torch.maximum((du.amax(-1) + dv.amax(-1)).abs(), (du.amin(-1) + dv.amin(-1)).abs())
                 err = torch.nan_to_num(err, nan=float("inf"))
+            if check and (relax.auto or relax.active):
+                # the state the criterion refers to: the plan at the start of this iteration
+                # (balanced), or the new one (the change of the potentials)
+                here = (u_old, v_old) if balanced else (u, v)
+                back, improved = relax.check(err, it - last_check, tol)
+                last_check = it
+                if back is not None:  # return to the best state (its criterion: the best)
+                    u = torch.where(back[:, None], saved[0], u)
+                    v = torch.where(back[:, None], saved[1], v)
+                    here = (torch.where(back[:, None], saved[0], here[0]),
+                            torch.where(back[:, None], saved[1], here[1]))
+                    err = relax.prev_err
+                    t = None
+                saved = (torch.where(improved[:, None], here[0], saved[0]),
+                         torch.where(improved[:, None], here[1], saved[1]))
+            absorbed = False
             if it % range_every == 0 or check:
                 lo, hi = torch.aminmax(torch.cat([u.flatten(), v.flatten()]))
                 if not (hi < thr and lo > 1.0 / thr):
+                    absorbed = True
                     # absorb: fold the last finite v into g, then one exact log-domain step
                     lv = torch.log(v)
                     lv = torch.where(torch.isfinite(lv), lv, torch.log(v_good))
@@ -250,6 +432,8 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
                     Kv = _row_products(K)
                     u = C.new_ones(B, n)
                     v = C.new_ones(B, m)
+                    saved = (u, v)
+                    t = None
                     n_absorb += 1
                     if check and not balanced:
                         err = torch.full_like(err, float("inf"))
@@ -258,6 +442,14 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
                 newly = (err <= tol) & ~done
                 iters = torch.where(newly, torch.full_like(iters, total_iter + it), iters)
                 done = done | (err <= tol)
+                if relax.active and bool(newly.any()):
+                    # a relaxed problem that converged keeps the state that was measured (a
+                    # relaxed step need not lower the criterion) and goes on plain
+                    if balanced and not absorbed:
+                        u = torch.where(newly[:, None], here[0], u)
+                        v = torch.where(newly[:, None], here[1], v)
+                        t = None
+                    relax.settle(newly)
                 if bar is not None:
                     bar.update(check_every)
                     bar.set_postfix(err=f"{float(err.max()):.2e}")
@@ -273,7 +465,7 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
     plan = K.mul_((a * u)[:, :, None]).mul_((b * v)[:, None, :])
     f = f + eps * torch.log(u)
     g = g + eps * torch.log(v)
-    return f, g, plan, err, done, iters, total_iter, n_absorb
+    return f, g, plan, err, done, iters, total_iter, n_absorb, relax.report()
 
 
 def _dual_terms(a, b, f, g, mass, eps, rho_a, rho_b):
@@ -326,7 +518,7 @@ def _primal(plan, a, b, f, g, eps, rho_a, rho_b, marginals=None):
 
 def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_iter: int = 10_000,
              eps_scaling: float | None = None, init=None, check_every: int = 10,
-             warn: bool = True, progress: bool = False) -> OTResult:
+             omega="auto", warn: bool = True, progress: bool = False) -> OTResult:
     r"""Entropic optimal transport (balanced, unbalanced or semi-relaxed) by Sinkhorn iterations.
 
     Solves
@@ -366,6 +558,13 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
         Warm-start potentials.
     check_every : int
         How often the stopping criterion is evaluated.
+    omega : "auto" or float in (0, 2)
+        Over-relaxation: each update moves the log-scalings ``omega`` times as far as Sinkhorn's
+        own (``1.0``: plain Sinkhorn). ``"auto"`` (default) starts plain, reads the convergence
+        rate ``r`` off the criterion and then relaxes with ``min(2 / (1 + sqrt(1 - r)), 1.95)``,
+        the optimum of the linearised iteration; slow problems (small ``eps``, well-separated
+        clusters) then need several times fewer iterations. Safeguarded: a problem whose
+        criterion grows goes back to its last checked state with a smaller factor.
     warn : bool
         Emit a ``RuntimeWarning`` when a problem did not converge.
     progress : bool
@@ -382,7 +581,8 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
         :math:`P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}`; ``n_iter``;
         ``converged`` (a bool, or a tensor of bools for a batch); ``marginal_error``.
         ``extra`` holds the per-problem iteration counts, the primal objective, the final
-        criterion value and the number of log-domain absorptions.
+        criterion value, the number of log-domain absorptions and the over-relaxation factor
+        each problem ended with (``"omega"``).
 
     Examples
     --------
@@ -398,6 +598,7 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
     tol = check_positive(tol, "tol")
     max_iter = check_positive_int(max_iter, "max_iter")
     check_every = check_positive_int(check_every, "check_every")
+    omega = check_relaxation(omega)
     if eps_scaling is not None:
         eps_scaling = check_positive(eps_scaling, "eps_scaling")
         if eps_scaling >= 1:
@@ -427,8 +628,9 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
         levels = eps_schedule(max(float(Cb.max()), eps), eps, eps_scaling)
 
     with torch.no_grad():
-        f, g, plan, err, done, iters, n_iter, n_absorb = _sinkhorn_dense(
-            Cb, ab, bb, levels, lam(rho_a), lam(rho_b), tol, max_iter, check_every, f0, g0, progress
+        f, g, plan, err, done, iters, n_iter, n_absorb, omegas = _sinkhorn_dense(
+            Cb, ab, bb, levels, lam(rho_a), lam(rho_b), tol, max_iter, check_every, f0, g0, progress,
+            omega,
         )
         pa, pb = plan.sum(-1), plan.sum(-2)
         marg = (pa - ab).abs().sum(-1) + (pb - bb).abs().sum(-1)
@@ -470,6 +672,7 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
             "primal": primal.reshape(full),
             "criterion": err.reshape(full),
             "n_absorptions": n_absorb,
+            "omega": omegas.reshape(full),
             "eps": eps,
             "eps_levels": levels,
         },
@@ -595,13 +798,16 @@ class _Online:
 
 
 def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes, xe=None, ye=None,
-                     span=None, g_init=None):
+                     span=None, g_init=None, omega=1.0, check_every: int = 10):
     """Balanced log-domain Sinkhorn for the squared Euclidean cost (plus a factored extra term
     ``<xe_i, ye_j>``, see :class:`_Online`) without an n x m matrix.
 
-    The stopping test is free: the row marginal of the plan (f, g_k) is read off the next
-    f-update, ``P 1 = a exp((f - f_new) / eps)``. ``span`` (optional) is the largest cost, where
-    eps-scaling starts. ``g_init`` (optional) is a warm start for ``g`` (then no eps-scaling).
+    The stopping test is free: the row marginal of the plan (f, g) is read off the next
+    f-update, ``P 1 = a exp((f - T_f(g)) / eps)``, and its column marginal off the g-update,
+    ``P^T 1 = b exp((g - T_g(f)) / eps)`` (exact, ``b``, without relaxation). ``span``
+    (optional) is the largest cost, where eps-scaling starts. ``g_init`` (optional) is a warm
+    start for ``g`` (then no eps-scaling). ``omega``: over-relaxation (see :class:`_Relax`),
+    whose safeguard looks at the criterion every ``check_every`` iterations.
     """
     eng = _Online(x, y, budget_bytes, xe, ye)
     log_a, log_b = torch.log(a), torch.log(b)
@@ -617,17 +823,28 @@ def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes, 
         g = eng.update_g(log_a, f, e)
     f = eng.update_f(log_b, g, eps)
     n_iter, err, converged = len(levels) - 1, float("inf"), False
-    g_prev = None
-    for _ in range(max_iter):
-        g = eng.update_g(log_a, f, eps, g_prev)
+    relax = _Relax(omega, 1, x)
+    saved, Tg = None, None
+    for it in range(1, max_iter + 1):
+        Tg = eng.update_g(log_a, f, eps, Tg)
+        g = relax.mix_log(g, Tg)
         n_iter += 1
-        f_new = eng.update_f(log_b, g, eps, f)
-        g_prev = g
-        err = float((a * torch.expm1((f - f_new) / eps).abs()).sum())  # rows of the plan (f, g)
+        Tf = eng.update_f(log_b, g, eps, f)
+        # the L1 marginal violation of the plan (f, g): rows, and columns when relaxed
+        e = (a * torch.expm1((f - Tf) / eps).abs()).sum() + (b * torch.expm1((g - Tg) / eps).abs()).sum()
+        err = float(e)
         if err <= tol:
             converged = True
             break
-        f = f_new
+        if (relax.auto or relax.active) and it % check_every == 0:
+            back, improved = relax.check(e.reshape(1), check_every, tol)
+            if back is not None:  # return to the best state, recompute its T_f(g)
+                f, g = saved
+                Tf = eng.update_f(log_b, g, eps, f)
+                err = float(relax.prev_err[0])
+            elif bool(improved[0]):
+                saved = (f, g)
+        f = relax.mix_log(f, Tf)
     return f, g, n_iter, err, converged, eng
 
 
@@ -723,7 +940,8 @@ class _OnlineOTValue(torch.autograd.Function):
 
 def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: float = 1e-6,
                         max_iter: int = 10_000, eps_scaling: float | None = None,
-                        backend: str = "auto", memory_budget: float = 2e9, warn: bool = True):
+                        backend: str = "auto", memory_budget: float | None = None, omega="auto",
+                        warn: bool = True):
     r"""The debiased Sinkhorn divergence between two weighted point clouds.
 
     .. math::
@@ -745,14 +963,16 @@ def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: f
         Weights (default uniform), same total mass.
     cost : str or callable
         Ground cost (see :func:`cost_matrix`). The online backend supports ``"sqeuclidean"``.
-    tol, max_iter, eps_scaling, warn
-        As in :func:`sinkhorn`, for each of the three problems.
+    tol, max_iter, eps_scaling, omega, warn
+        As in :func:`sinkhorn`, for each of the three problems (``omega`` for the cross one;
+        the two symmetric problems run their own averaged iteration).
     backend : {"auto", "dense", "online"}
         ``"dense"`` stores the ``n x m`` cost matrices; ``"online"`` recomputes the cost block by
         block in log-domain, with memory linear in ``n + m``; ``"auto"`` picks ``"online"`` when
         the dense matrices would exceed ``memory_budget`` bytes.
-    memory_budget : float
-        Bytes the dense backend may use (and the block size of the online backend).
+    memory_budget : float or None
+        Bytes the dense backend may use (and the block size of the online backend). ``None``
+        (default): half of the free memory of a CUDA device, 2 GB on the CPU.
 
     Returns
     -------
@@ -773,7 +993,8 @@ def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: f
     a = check_weights(a, x.shape[0], "a", like=x)
     b = check_weights(b, y.shape[0], "b", like=x)
     check_same_mass(a, b)
-    budget = check_positive(memory_budget, "memory_budget")
+    budget = check_memory_budget(memory_budget, x)
+    omega = check_relaxation(omega)
     if backend not in ("auto", "dense", "online"):
         raise ValueError(f"backend must be 'auto', 'dense' or 'online', got {backend!r}")
     n, m = x.shape[0], y.shape[0]
@@ -784,10 +1005,11 @@ def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: f
     if backend == "online":
         if cost != "sqeuclidean":
             raise ValueError("the online backend supports cost='sqeuclidean' only")
-        return _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, int(budget), warn)
+        return _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, int(budget), warn,
+                                  omega)
 
     ot_xy = sinkhorn(a, b, cost_matrix(x, y, cost), eps, tol=tol, max_iter=max_iter,
-                     eps_scaling=eps_scaling, warn=warn).value
+                     eps_scaling=eps_scaling, omega=omega, warn=warn).value
     self_terms = []
     for p, w in ((x, a), (y, b)):
         Cpp = cost_matrix(p, p, cost)
@@ -810,10 +1032,11 @@ def _warn_symmetric(warn, ok, n_iter, err, tol):
         )
 
 
-def _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget, warn):
+def _divergence_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget, warn, omega):
     with torch.no_grad():
         f, g, n_iter, err, ok, eng = _sinkhorn_online(
-            x.detach(), y.detach(), a.detach(), b.detach(), eps, tol, max_iter, eps_scaling, budget
+            x.detach(), y.detach(), a.detach(), b.detach(), eps, tol, max_iter, eps_scaling, budget,
+            omega=omega,
         )
     if warn and not ok:
         warnings.warn(

@@ -224,6 +224,84 @@ def test_dtype_device_numpy(device, dtype):
     assert res.f.device.type == device.type and res.converged
 
 
+# ---------------------------------------------------------------- over-relaxation
+
+
+def clusters(n, seed, dtype=F64):
+    """Five well-separated clusters with different class proportions on each side: mass must
+    cross between clusters, the slow, block-structured case of Sinkhorn."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0], [2.5, 9.0]], dtype=dtype)
+    lx = torch.arange(n) % 5
+    ly = torch.multinomial(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), n, replacement=True, generator=g)
+    x = centres[lx] + 0.5 * torch.randn(n, 2, generator=g, dtype=dtype)
+    y = centres[ly] + 0.5 * torch.randn(n, 2, generator=g, dtype=dtype)
+    return x, y
+
+
+@pytest.mark.parametrize("rel", [0.05, 0.01])
+def test_overrelaxation_same_plan_in_fewer_iterations(rel):
+    x, y = clusters(200, seed=30)
+    C = ob.cost_matrix(x, y)
+    eps = ob.eps_relative(C, rel)
+    plain = ob.sinkhorn(None, None, C, eps, tol=1e-10, max_iter=50_000, omega=1.0)
+    auto = ob.sinkhorn(None, None, C, eps, tol=1e-10, max_iter=50_000)  # the default
+    fixed = ob.sinkhorn(None, None, C, eps, tol=1e-10, max_iter=50_000, omega=1.5)
+    for r in (plain, auto, fixed):
+        assert r.converged and float(r.marginal_error) <= 1e-10
+        torch.testing.assert_close(r.plan, plain.plan, atol=1e-11, rtol=0)
+    assert float(plain.extra["omega"]) == 1.0 and float(auto.extra["omega"]) > 1.5
+    assert auto.n_iter <= 0.5 * plain.n_iter, (auto.n_iter, plain.n_iter)
+    assert fixed.n_iter < plain.n_iter
+
+
+def test_overrelaxation_safeguard_keeps_a_too_large_factor_honest():
+    # a fixed factor of 1.99 from the first iteration: the safeguard may step back, but the
+    # result converges to the same plan and reports its true marginal error
+    x, y = clusters(150, seed=31)
+    C = ob.cost_matrix(x, y)
+    eps = ob.eps_relative(C, 0.01)
+    ref = ob.sinkhorn(None, None, C, eps, tol=1e-9, max_iter=50_000, omega=1.0)
+    for dtype, tol in ((F64, 1e-9), (torch.float32, 1e-5)):
+        r = ob.sinkhorn(None, None, C.to(dtype), eps, tol=tol, max_iter=50_000, omega=1.99)
+        assert torch.isfinite(r.plan).all() and r.converged
+        assert float(r.marginal_error) <= tol * 1.01
+        assert (r.plan.double() - ref.plan).abs().sum() < 10 * tol
+
+
+def test_overrelaxation_per_problem_in_a_batch_and_unbalanced(device):
+    x, y = clusters(120, seed=32)
+    xg, yg, _, _ = problem(120, 120, seed=33)
+    Cs = torch.stack([ob.cost_matrix(x, y), ob.cost_matrix(xg, yg)]).to(device)
+    eps = 0.02 * float(Cs.mean())
+    batch = ob.sinkhorn(None, None, Cs, eps, tol=1e-9, max_iter=50_000)
+    assert bool(batch.converged.all()) and batch.extra["omega"].shape == (2,)
+    for k in range(2):
+        alone = ob.sinkhorn(None, None, Cs[k], eps, tol=1e-9, max_iter=50_000, omega=1.0)
+        torch.testing.assert_close(batch.plan[k], alone.plan, atol=1e-10, rtol=0)
+    # unbalanced: the stopping rule is the change of the potentials; same fixed point
+    un = [ob.sinkhorn(None, None, Cs[0], eps, rho_a=1.0, rho_b=1.0, tol=1e-11, max_iter=50_000, omega=om)
+          for om in (1.0, "auto", 1.5)]
+    for r in un:
+        assert r.converged
+        torch.testing.assert_close(r.plan, un[0].plan, atol=1e-10, rtol=0)
+
+
+def test_overrelaxation_online_backend():
+    from otbook.sinkhorn import _sinkhorn_online
+
+    x, y = clusters(200, seed=34)
+    a = torch.full((200,), 1 / 200, dtype=F64)
+    eps = 0.01 * float(ob.cost_matrix(x, y).mean())
+    runs = {om: _sinkhorn_online(x, y, a, a, eps, 1e-9, 50_000, None, 2**16, omega=om) for om in (1.0, "auto")}
+    (f1, g1, it1, err1, ok1, _), (f2, g2, it2, err2, ok2, _) = runs[1.0], runs["auto"]
+    assert ok1 and ok2 and err2 <= 1e-9
+    assert abs(float(a @ f1 + a @ g1) - float(a @ f2 + a @ g2)) < 1e-10
+    assert it2 <= 0.5 * it1, (it2, it1)
+    dense = ob.sinkhorn(None, None, ob.cost_matrix(x, y), eps, tol=1e-11, max_iter=50_000)
+    assert abs(float(a @ f2 + a @ g2) - float(dense.value)) < 1e-9
+
+
 # ---------------------------------------------------------------- Sinkhorn divergence
 
 
@@ -304,6 +382,11 @@ B0 = torch.full((4,), 1 / 4, dtype=F64)
         (lambda: ob.sinkhorn(A0, B0, C0, 0.1, eps_scaling=1.5), ValueError, "eps_scaling"),
         (lambda: ob.sinkhorn(A0, B0, C0, 0.1, init=(A0, A0)), ValueError, "init\\[1\\] must have length 4"),
         (lambda: ob.sinkhorn(A0, B0, C0, 0.1, init=A0), TypeError, "init must be a pair"),
+        (lambda: ob.sinkhorn(A0, B0, C0, 0.1, omega=2.0), ValueError, "omega must be in"),
+        (lambda: ob.sinkhorn(A0, B0, C0, 0.1, omega=0.0), ValueError, "omega must be in"),
+        (lambda: ob.sinkhorn(A0, B0, C0, 0.1, omega="fast"), ValueError, "omega must be 'auto'"),
+        (lambda: ob.sinkhorn(A0, B0, C0, 0.1, omega=True), TypeError, "omega must be"),
+        (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 2), 0.1, omega=3), ValueError, "omega"),
         (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 3), 0.1), ValueError, "feature dimension"),
         (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 2), 0.0), ValueError, "eps must be"),
         (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 2), 0.1, a=torch.ones(3)), ValueError, "same total mass"),
