@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 
 from ._checks import (
@@ -196,36 +197,36 @@ class _Relax:
     CAP = 1.98
 
     def __init__(self, omega, batch, like):
+        # the controller's state lives on the host, in NumPy: a few numbers per problem, read
+        # once per check (on a GPU, dozens of tiny device kernels per check would cost more
+        # than the iterations they save on mid-sized problems)
         self.auto = omega == "auto"
         start = 1.0 if self.auto else float(omega)
-        self.w = like.new_full((batch,), start)
-        self.strikes = torch.zeros(batch, dtype=torch.long, device=like.device)
-        self.prev_err = self.best = self.stale = None
-        self.prev_rate = like.new_full((batch,), float("nan"))
-        self.n_steady = torch.zeros_like(self.strikes)
-        self.w_safe = torch.ones_like(self.w)  # the factor before the last increase
-        self.cap = torch.full_like(self.w, self.CAP)
-        self.gate = torch.full_like(self.w, float("inf"))  # plain until the criterion is below
-        self.err_switch = torch.full_like(self.w, float("inf"))
-        self.at_convergence = self.w.clone()  # the factors in use when problems converged
-        self.converged = torch.zeros(batch, dtype=torch.bool, device=like.device)
-        self.active = start != 1.0  # a Python flag: plain updates cost nothing extra
-        self.w_float = start
+        self.like = like
+        self.w = np.full(batch, start)
+        self.strikes = np.zeros(batch, dtype=int)
+        self.stale = np.zeros(batch, dtype=int)
+        self.n_steady = np.zeros(batch, dtype=int)
+        self.prev_err = self.best = None
+        self.prev_rate = np.full(batch, np.nan)
+        self.w_safe = np.ones(batch)  # the factor before the last increase
+        self.cap = np.full(batch, self.CAP)
+        self.gate = np.full(batch, np.inf)  # a failed first switch: plain until below this
+        self.err_switch = np.full(batch, np.inf)
+        self.at_convergence = self.w.copy()  # the factors in use when problems converged
+        self.converged = np.zeros(batch, dtype=bool)
+        self._changed()
 
-    def _sync(self, back=None):
-        """The host-side flags, in one transfer; returns whether ``back`` has any entry."""
-        parts = [(self.w != 1.0).any()[None].to(self.w.dtype), self.w[:1]]
-        if back is not None:
-            parts.append(back.any()[None].to(self.w.dtype))
-        flags = torch.cat(parts).tolist()
-        self.active, self.w_float = bool(flags[0]), flags[1]
-        return bool(flags[2]) if back is not None else False
+    def _changed(self):
+        self.active = bool((self.w != 1.0).any())  # plain updates cost nothing extra
+        self._w_dev = None
 
     def _factor(self, ndim):
-        # one problem: a Python number (fewer kernel launches per iteration)
-        if self.w.numel() == 1:
-            return self.w_float
-        return self.w[:, None] if ndim > 1 else self.w
+        if self.w.size == 1:  # one problem: a Python number
+            return float(self.w[0])
+        if self._w_dev is None:
+            self._w_dev = torch.as_tensor(self.w, dtype=self.like.dtype, device=self.like.device)
+        return self._w_dev[:, None] if ndim > 1 else self._w_dev
 
     def mix(self, old, new):
         """The relaxed scaling ``new (old / new)^(1 - omega)`` (per problem, last axis)."""
@@ -241,83 +242,85 @@ class _Relax:
 
     def settle(self, mask):
         """Plain updates from now on for the problems in ``mask`` (which converged)."""
-        self.at_convergence = torch.where(mask, self.w, self.at_convergence)
-        self.converged = self.converged | mask
-        self.w = torch.where(mask, torch.ones_like(self.w), self.w)
-        self._sync()
+        mask = np.asarray(mask, dtype=bool)
+        self.at_convergence = np.where(mask, self.w, self.at_convergence)
+        self.converged |= mask
+        self.w = np.where(mask, 1.0, self.w)
+        self._changed()
 
     def report(self):
         """The factor each problem ended with (at its convergence, when it converged)."""
-        return torch.where(self.converged, self.at_convergence, self.w)
+        w = np.where(self.converged, self.at_convergence, self.w)
+        return torch.as_tensor(w, dtype=self.like.dtype)
 
     def check(self, err, k, tol):
-        """Take the criterion ``err`` reached ``k`` iterations after the previous check.
+        """Take the criterion ``err`` (a NumPy array, one entry per problem) reached ``k``
+        iterations after the previous check.
 
-        Returns ``(back, best)``: the mask of the problems to return to their best state so far
-        (or ``None``), and the mask of those whose current state is their new best (to be
-        saved)."""
-        finite = torch.isfinite(err)
+        Returns ``(back, improved)``, NumPy masks: the problems to return to their best state so
+        far (``None`` when there is none), and those whose current state is their new best (to
+        be saved)."""
+        err = np.asarray(err, dtype=float)
+        finite = np.isfinite(err)
         if self.best is None:
-            self.best = torch.where(finite, err, torch.full_like(err, float("inf")))
-            self.stale = torch.zeros_like(self.strikes)
-            self.prev_err = err.clone()
+            self.best = np.where(finite, err, np.inf)
+            self.prev_err = err
             return None, finite
         improved = finite & (err < self.best)
-        self.stale = torch.where(improved, torch.zeros_like(self.stale), self.stale + 1)
+        self.stale = np.where(improved, 0, self.stale + 1)
         # A relaxed problem goes back when its criterion is non-finite, far above its best, or
         # has not improved on it for a while: over-relaxed iterations are not monotone (a new
         # factor can raise the error for a few dozen iterations before it falls faster), the
         # more so the closer omega is to 2, so the patience grows like 1 / (2 - omega)
         w = self.w
-        patience = torch.clamp(10.0 / (k * (2.0 - w)), min=3.0)
-        back = (w != 1.0) & ~(err <= tol) & (~finite | (err > 100.0 * self.best) | (self.stale >= patience))
-        # (everything below is computed for all problems and selected with masks: one transfer
-        # to the host per check, which matters on a GPU)
-        self.strikes = self.strikes + back.long()
-        # A failed increase returns to the factor that worked before it, and later ones stop
-        # halfway below the factor that failed. A failed first switch (typically too early, far
-        # from the solution, where the iteration is not yet linear) returns to plain updates
-        # until the criterion is 10x below where that switch happened. Three failures: plain
-        # for good.
-        raised = self.w_safe > 1.0
-        out = self.strikes >= 3
-        self.cap = torch.where(back & raised, 0.5 * (w + self.w_safe), self.cap)
-        self.gate = torch.where(back & ~raised, 0.1 * self.err_switch, self.gate)
-        self.gate = torch.where(back & out, torch.zeros_like(self.gate), self.gate)
-        fallback = torch.where(raised & ~out, self.w_safe, torch.ones_like(w))
-        self.w = torch.where(back, fallback, w)
-        self.w_safe = torch.where(back, torch.ones_like(w), self.w_safe)
-        self.stale = torch.where(back, torch.zeros_like(self.stale), self.stale)
-        self.n_steady = torch.where(back, torch.zeros_like(self.n_steady), self.n_steady)
-        err = torch.where(back, self.best, err)
-        self.best = torch.where(improved, err, self.best)
+        patience = np.maximum(10.0 / (k * (2.0 - w)), 3.0)
+        with np.errstate(invalid="ignore"):
+            back = (w != 1.0) & ~(err <= tol) & (~finite | (err > 100.0 * self.best) | (self.stale >= patience))
+        if back.any():
+            self.strikes = self.strikes + back
+            # A failed increase returns to the factor that worked before it, and later ones
+            # stop halfway below the factor that failed. A failed first switch (typically too
+            # early, far from the solution, where the iteration is not yet linear) returns to
+            # plain updates until the criterion is 10x below where that switch happened. Three
+            # failures: plain for good.
+            raised = self.w_safe > 1.0
+            out = self.strikes >= 3
+            self.cap = np.where(back & raised, 0.5 * (w + self.w_safe), self.cap)
+            self.gate = np.where(back & ~raised, 0.1 * self.err_switch, self.gate)
+            self.gate = np.where(back & out, 0.0, self.gate)
+            self.w = np.where(back, np.where(raised & ~out, self.w_safe, 1.0), w)
+            self.w_safe = np.where(back, 1.0, self.w_safe)
+            self.stale = np.where(back, 0, self.stale)
+            self.n_steady = np.where(back, 0, self.n_steady)
+            err = np.where(back, self.best, err)
+        self.best = np.where(improved, err, self.best)
         if self.auto:
             prev, w = self.prev_err, self.w
-            tiny = torch.finfo(err.dtype).tiny
-            ok = improved & (err < prev) & (prev > tiny)
-            rate = torch.where(ok, (err.clamp_min(tiny) / prev.clamp_min(tiny)) ** (1.0 / k),
-                               torch.full_like(err, float("nan")))
-            steady = (rate - self.prev_rate).abs() <= 0.1 * (1.0 - rate)
-            self.n_steady = torch.where(steady, self.n_steady + 1, torch.zeros_like(self.n_steady))
-            # plain Sinkhorn's rate r gives omega* = 2 / (1 + sqrt(1 - r)). A relaxed iteration
-            # that settles on a rate lam well above omega - 1 is under-relaxed for its slowest
-            # mode, and Young's relation (lam + omega - 1)^2 = lam omega^2 r recovers that r
-            r = torch.where(w == 1.0, rate, (rate + w - 1.0) ** 2 / (rate * w * w))
-            under = (w == 1.0) | (rate > 1.05 * (w - 1.0))
-            target = 2.0 / (1.0 + torch.sqrt((1.0 - r).clamp_min(0.0)))
-            # from plain, straight to the target; later, at most halfway to 2 per step
-            step = torch.where(w == 1.0, target, torch.minimum(target, w + 0.5 * (2.0 - w)))
-            new = torch.minimum(step, self.cap)
-            go = (~self.converged & (self.n_steady >= 2) & (rate > 0.5) & under
-                  & ((w != 1.0) | (err < self.gate)) & (new > w + 0.01))
-            self.w_safe = torch.where(go, w, self.w_safe)
-            self.err_switch = torch.where(go & (w == 1.0), err, self.err_switch)
-            self.w = torch.where(go, new, w)
-            self.n_steady = torch.where(go, torch.zeros_like(self.n_steady), self.n_steady)
+            with np.errstate(all="ignore"):
+                ok = improved & (err < prev) & (prev > 0)
+                rate = np.where(ok, (err / prev) ** (1.0 / k), np.nan)
+                steady = np.abs(rate - self.prev_rate) <= 0.1 * (1.0 - rate)
+                self.n_steady = np.where(steady, self.n_steady + 1, 0)
+                # plain Sinkhorn's rate r gives omega* = 2 / (1 + sqrt(1 - r)). A relaxed
+                # iteration that settles on a rate lam well above omega - 1 is under-relaxed for
+                # its slowest mode; Young's relation (lam + omega - 1)^2 = lam omega^2 r gives r
+                r = np.where(w == 1.0, rate, (rate + w - 1.0) ** 2 / (rate * w * w))
+                under = (w == 1.0) | (rate > 1.05 * (w - 1.0))
+                target = 2.0 / (1.0 + np.sqrt(np.clip(1.0 - r, 0.0, None)))
+                # from plain, straight to the target; later, at most halfway to 2 per step
+                step = np.where(w == 1.0, target, np.minimum(target, w + 0.5 * (2.0 - w)))
+                new = np.minimum(step, self.cap)
+                go = (~self.converged & (self.n_steady >= 2) & (rate > 0.5) & under
+                      & ((w != 1.0) | (err < self.gate)) & (new > w + 0.01))
+            if go.any():
+                self.w_safe = np.where(go, w, self.w_safe)
+                self.err_switch = np.where(go & (w == 1.0), err, self.err_switch)
+                self.w = np.where(go, new, w)
+                self.n_steady = np.where(go, 0, self.n_steady)
             self.prev_rate = rate
         self.prev_err = err
-        any_back = self._sync(back)
-        return (back if any_back else None), improved
+        self._changed()
+        return (back if back.any() else None), improved
 
 
 def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, check_every,
@@ -406,17 +409,19 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
                 # the state the criterion refers to: the plan at the start of this iteration
                 # (balanced), or the new one (the change of the potentials)
                 here = (u_old, v_old) if balanced else (u, v)
-                back, improved = relax.check(err, it - last_check, tol)
+                back, improved = relax.check(err.cpu().numpy(), it - last_check, tol)
                 last_check = it
                 if back is not None:  # return to the best state (its criterion: the best)
-                    u = torch.where(back[:, None], saved[0], u)
-                    v = torch.where(back[:, None], saved[1], v)
-                    here = (torch.where(back[:, None], saved[0], here[0]),
-                            torch.where(back[:, None], saved[1], here[1]))
-                    err = relax.prev_err
+                    bk = torch.as_tensor(back, device=C.device)[:, None]
+                    u, v = torch.where(bk, saved[0], u), torch.where(bk, saved[1], v)
+                    here = (torch.where(bk, saved[0], here[0]), torch.where(bk, saved[1], here[1]))
+                    err = torch.as_tensor(relax.prev_err, dtype=C.dtype, device=C.device)
                     t = None
-                saved = (torch.where(improved[:, None], here[0], saved[0]),
-                         torch.where(improved[:, None], here[1], saved[1]))
+                if improved.all():
+                    saved = here
+                elif improved.any():
+                    im = torch.as_tensor(improved, device=C.device)[:, None]
+                    saved = (torch.where(im, here[0], saved[0]), torch.where(im, here[1], saved[1]))
             absorbed = False
             if it % range_every == 0 or check:
                 lo, hi = torch.aminmax(torch.cat([u.flatten(), v.flatten()]))
@@ -449,7 +454,7 @@ def _sinkhorn_dense(C, a, b, eps_levels, lam_a_fn, lam_b_fn, tol, max_iter, chec
                         u = torch.where(newly[:, None], here[0], u)
                         v = torch.where(newly[:, None], here[1], v)
                         t = None
-                    relax.settle(newly)
+                    relax.settle(newly.cpu().numpy())
                 if bar is not None:
                     bar.update(check_every)
                     bar.set_postfix(err=f"{float(err.max()):.2e}")
@@ -837,12 +842,12 @@ def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes, 
             converged = True
             break
         if (relax.auto or relax.active) and it % check_every == 0:
-            back, improved = relax.check(e.reshape(1), check_every, tol)
+            back, improved = relax.check([err], check_every, tol)
             if back is not None:  # return to the best state, recompute its T_f(g)
                 f, g = saved
                 Tf = eng.update_f(log_b, g, eps, f)
                 err = float(relax.prev_err[0])
-            elif bool(improved[0]):
+            elif improved[0]:
                 saved = (f, g)
         f = relax.mix_log(f, Tf)
     return f, g, n_iter, err, converged, eng

@@ -346,6 +346,23 @@ def test_divergence_large_eps_approaches_energy_distance_scale():
     assert abs(float(s) - float(mean_gap)) < 1e-3 * float(mean_gap)
 
 
+def test_memory_budget_default_follows_the_device(device):
+    from otbook._checks import check_memory_budget
+
+    x = torch.zeros(3, device=device)
+    budget = check_memory_budget(None, x)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        assert 0 < budget <= free
+    else:
+        assert budget == 2e9
+    assert check_memory_budget(1e6, x) == 1e6
+    with pytest.raises(ValueError, match="memory_budget"):
+        check_memory_budget(0, x)
+    with pytest.raises(TypeError, match="memory_budget"):
+        check_memory_budget("1GB", x)
+
+
 # ---------------------------------------------------------------- helpers and bad input
 
 
