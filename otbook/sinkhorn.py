@@ -835,7 +835,7 @@ def _sinkhorn_online(x, y, a, b, eps, tol, max_iter, eps_scaling, budget_bytes, 
         g = relax.mix_log(g, Tg)
         n_iter += 1
         Tf = eng.update_f(log_b, g, eps, f)
-        # the L1 marginal violation of the plan (f, g): rows, and columns when relaxed
+        # the L1 marginal violation of the plan (f, g): rows, and columns (0 without relaxation)
         e = (a * torch.expm1((f - Tf) / eps).abs()).sum() + (b * torch.expm1((g - Tg) / eps).abs()).sum()
         err = float(e)
         if err <= tol:
