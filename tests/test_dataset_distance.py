@@ -118,6 +118,22 @@ def test_online_backend_equals_dense():
     assert online.converged and dense.converged
 
 
+@pytest.mark.parametrize("backend", ["dense", "online"])
+def test_overrelaxed_outer_problem_gives_the_same_distance(backend):
+    # well-separated classes with different proportions: a slow, block-structured outer problem
+    x1, y1 = make(300, 5, d=4, seed=11, scale=0.3)
+    x2, y2 = make(300, 5, d=4, seed=11, scale=0.3, shift=0.5)
+    keep = (y2 < 3) | (torch.arange(300) % 3 == 0)  # fewer examples of classes 3 and 4
+    x2, y2 = x2[keep], y2[keep]
+    kw = dict(eps=1.0, tol=1e-9, backend=backend, memory_budget=None if backend == "dense" else 1e5)
+    plain = ob.dataset_distance(x1, y1, x2, y2, omega=1.0, **kw)
+    auto = ob.dataset_distance(x1, y1, x2, y2, **kw)
+    assert plain.converged and auto.converged
+    assert float(auto.value) == pytest.approx(float(plain.value), rel=1e-8)
+    torch.testing.assert_close(auto.class_coupling, plain.class_coupling, atol=1e-8, rtol=0)
+    assert auto.n_iter["cross"] <= 0.7 * plain.n_iter["cross"], (auto.n_iter, plain.n_iter)
+
+
 def test_online_float32_self_distance():
     x, y = make(1000, 10, d=8, seed=10, dtype=torch.float32)
     x2 = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
@@ -220,6 +236,8 @@ def test_unconverged_outer_problem_says_so():
     (dict(inner_eps=0.1), ValueError, "inner_eps"),
     (dict(top_k=0), ValueError, "top_k"),
     (dict(feature_map=3), TypeError, "feature_map"),
+    (dict(eps=0.1, omega=2.5), ValueError, "omega"),
+    (dict(eps=0.1, memory_budget=-1), ValueError, "memory_budget"),
 ])
 def test_bad_arguments(kwargs, err, match):
     x1, y1 = make(20, 2, seed=23)
