@@ -3,7 +3,7 @@
 The library behind the otbook book. Every public name is documented in the book's API appendix.
 """
 
-from .costs import cost_matrix
+from .costs import Cost, CostMatrix, PointCloud, SumCost, TableCost, cost_matrix, pad_clouds
 from .dataset_distance import DatasetDistance, dataset_distance, label_distances
 from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
@@ -30,6 +30,12 @@ __all__ = [
     "plot",
     "bures_wasserstein",
     "cost_matrix",
+    "Cost",
+    "CostMatrix",
+    "PointCloud",
+    "SumCost",
+    "TableCost",
+    "pad_clouds",
     "DatasetDistance",
     "dataset_distance",
     "label_distances",

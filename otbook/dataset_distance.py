@@ -41,18 +41,20 @@ from ._checks import (
     check_choice,
     check_clouds,
     check_eps,
+    check_nonnegative,
     check_positive,
-    check_memory_budget,
     check_positive_int,
     check_relaxation,
     check_same_mass,
     check_weights,
 )
-from .costs import cost_matrix
+from ._runtime import progress as progress_bar
+from ._runtime import randperm, warn as warn_runtime
+from .costs import PointCloud, SumCost, TableCost, cost_matrix
 from .exact import emd
 from .gaussian import bures_wasserstein
-from .sinkhorn import (_Online, _sinkhorn_online, _symmetric, _symmetric_dense, sinkhorn,
-                       sinkhorn_divergence)
+from .sinkhorn.engine import BACKENDS, Options, choose_backend, debiased, solve
+from .sinkhorn.objective import linear_value, ot_value
 
 __all__ = ["dataset_distance", "DatasetDistance", "label_distances", "class_statistics"]
 
@@ -79,7 +81,7 @@ def _labels(y, n: int, name: str):
     return values, torch.as_tensor(codes.reshape(-1), dtype=torch.long)
 
 
-def _features(x, name: str, feature_map, batch_size: int):
+def _features(x, name: str, feature_map, batch_size: int = 1024):
     """Apply the optional feature map (without gradients, in batches) and flatten to (n, d)."""
     if feature_map is not None:
         check_callable(feature_map, "feature_map")
@@ -135,39 +137,41 @@ def _gaussian_table(means_r, covs_r, means_c, covs_c, block_bytes: float = 2e8):
     return torch.cat(rows)
 
 
-def _exact_table(groups_r, groups_c, inner_eps, symmetric, progress, tol, max_iter,
-                 eps_scaling=None):
+def _inner_divergence(xi, xj, inner_eps, opts, pair):
+    """The debiased Sinkhorn divergence between two classes; an error if it did not converge."""
+    ai = xi.new_full((1, xi.shape[0]), 1.0 / xi.shape[0])
+    aj = xj.new_full((1, xj.shape[0]), 1.0 / xj.shape[0])
+    div = debiased(PointCloud(xi, xj, checked=True).broadcast((1,)),
+                   PointCloud(xi, xi, checked=True).broadcast((1,)),
+                   PointCloud(xj, xj, checked=True).broadcast((1,)), ai, aj, inner_eps, opts,
+                   gradients=False)
+    if not bool(div.converged.all()):
+        raise RuntimeError(f"the inner Sinkhorn problem for classes {pair} did not converge in "
+                           f"{opts.max_iter} iterations; raise inner_eps or max_iter")
+    return div.value[0]
+
+
+def _exact_table(groups_r, groups_c, inner_eps, symmetric, progress, opts):
     """W2^2 between empirical class-conditionals: EMD, or the debiased Sinkhorn divergence."""
     Cr, Cc = len(groups_r), len(groups_c)
-    like = groups_r[0]
-    T = like.new_zeros(Cr, Cc)
+    T = groups_r[0].new_zeros(Cr, Cc)
     pairs = [(i, j) for i in range(Cr) for j in range(Cc) if not symmetric or j > i]
-    it = pairs
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(pairs, desc="label distances", leave=False)
-    for i, j in it:
+    for i, j in progress_bar(progress, total=len(pairs), desc="label distances", iterable=pairs):
         xi, xj = groups_r[i], groups_c[j]
         if inner_eps is None:
-            ai = torch.full((xi.shape[0],), 1.0 / xi.shape[0], dtype=xi.dtype, device=xi.device)
-            aj = torch.full((xj.shape[0],), 1.0 / xj.shape[0], dtype=xi.dtype, device=xi.device)
+            ai = xi.new_full((xi.shape[0],), 1.0 / xi.shape[0])
+            aj = xj.new_full((xj.shape[0],), 1.0 / xj.shape[0])
             T[i, j] = emd(ai, aj, cost_matrix(xi, xj)).value
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", RuntimeWarning)  # unconverged inner -> an error
-                try:
-                    T[i, j] = sinkhorn_divergence(xi, xj, inner_eps, tol=tol, max_iter=max_iter,
-                                                  eps_scaling=eps_scaling)
-                except RuntimeWarning as w:
-                    raise RuntimeError(f"the inner Sinkhorn problem for classes ({i}, {j}) did not "
-                                       f"converge: {w}; raise inner_eps or max_iter") from None
+            T[i, j] = _inner_divergence(xi, xj, inner_eps, opts, (i, j))
     if symmetric:
         T = T + T.T
     return T.clamp_min(0.0)
 
 
 def label_distances(x1, y1, x2=None, y2=None, *, inner: str = "gaussian", inner_eps=None,
-                    max_per_class: int | None = None, generator=None, progress: bool = False):
+                    max_per_class: int | None = None, tol: float = 1e-6,
+                    max_iter: int = 10_000, generator=None, progress: bool = False):
     r"""The label-to-label table :math:`W_2^2(\alpha_y, \alpha_{y'})` between two labelled datasets.
 
     Parameters
@@ -182,6 +186,9 @@ def label_distances(x1, y1, x2=None, y2=None, *, inner: str = "gaussian", inner_
     max_per_class : int, optional
         Exact inner only: compare at most this many examples per class (a random subset drawn
         with ``generator``), which bounds the cost of each inner problem.
+    tol, max_iter : float, int
+        Stopping rule of the inner Sinkhorn problems (``inner_eps``), as in
+        :func:`~otbook.sinkhorn`; an inner problem that does not converge is an error.
 
     Returns
     -------
@@ -193,29 +200,33 @@ def label_distances(x1, y1, x2=None, y2=None, *, inner: str = "gaussian", inner_
         x2, y2 = x1, y1
     elif x2 is None or y2 is None:
         raise ValueError("give both x2 and y2, or neither (the table of the first dataset)")
-    x1, x2 = check_clouds(_features(x1, "x1", None, 1), _features(x2, "x2", None, 1), ("x1", "x2"))
+    x1, x2 = check_clouds(_features(x1, "x1", None), _features(x2, "x2", None), ("x1", "x2"))
     _, c1 = _labels(y1, x1.shape[0], "y1")
     _, c2 = _labels(y2, x2.shape[0], "y2")
     inner = check_choice(inner, "inner", ("gaussian", "exact"))
-    table, _ = _tables(x1, c1, x2, c2, inner, None if inner_eps is None else check_eps(inner_eps),
-                       max_per_class, generator, progress, within=False, tol=1e-6, max_iter=10_000)
+    opts = Options(tol=check_positive(tol, "tol"),
+                   max_iter=check_positive_int(max_iter, "max_iter"))
+    with torch.no_grad():
+        table, _ = _tables(x1, c1, x2, c2, inner,
+                           None if inner_eps is None else check_eps(inner_eps), max_per_class,
+                           generator, progress, False, opts)
     return table
 
 
 def _groups(x, codes, n_classes, max_per_class, generator):
+    """The examples of each class, at most ``max_per_class`` of them (drawn at random)."""
     out = []
     for c in range(n_classes):
         g = x[codes.to(x.device) == c]
         if max_per_class is not None and g.shape[0] > max_per_class:
-            idx = torch.randperm(g.shape[0], generator=generator)[:max_per_class]
-            g = g[idx.to(x.device)]
+            g = g[randperm(g.shape[0], g, generator)[:max_per_class]]
         out.append(g)
     return out
 
 
-def _tables(x1, c1, x2, c2, inner, inner_eps, max_per_class, generator, progress, within, tol,
-            max_iter, eps_scaling=None):
-    """The cross table (C1, C2) and, when ``within``, the full table over the union of classes."""
+def _tables(x1, c1, x2, c2, inner, inner_eps, max_per_class, generator, progress, within, opts):
+    """The cross table (C1, C2) and, when ``within``, the full table over the union of classes
+    (rows and columns: the classes of the first dataset, then those of the second)."""
     C1, C2 = int(c1.max()) + 1, int(c2.max()) + 1
     if inner == "gaussian":
         for codes, C, name in ((c1, C1, "y1"), (c2, C2, "y2")):
@@ -239,8 +250,8 @@ def _tables(x1, c1, x2, c2, inner, inner_eps, max_per_class, generator, progress
     g1 = _groups(x1, c1, C1, max_per_class, generator)
     g2 = _groups(x2, c2, C2, max_per_class, generator)
     if not within:
-        return _exact_table(g1, g2, inner_eps, False, progress, tol, max_iter, eps_scaling), None
-    full = _exact_table(g1 + g2, g1 + g2, inner_eps, True, progress, tol, max_iter, eps_scaling)
+        return _exact_table(g1, g2, inner_eps, False, progress, opts), None
+    full = _exact_table(g1 + g2, g1 + g2, inner_eps, True, progress, opts)
     return full[:C1, C1:], full
 
 
@@ -318,12 +329,12 @@ class DatasetDistance:
 # the distance
 
 
-def _summaries(blocks, c1, C1, c2, C2, table, k, like):
-    """From blocks of rows of the plan: the class coupling, the label part of <P, c>, and the k
-    largest entries (a running top-k, so the plan is never stored)."""
-    onehot2 = torch.nn.functional.one_hot(c2.to(like.device), C2).to(like)
-    c1d = c1.to(like.device)
-    coupling = like.new_zeros(C1, C2)
+def _summaries(blocks, problem, k, like):
+    """From blocks of rows of the plan: the class coupling and the k largest entries (a running
+    top-k, so the plan is never stored)."""
+    onehot2 = torch.nn.functional.one_hot(problem.c2.to(like.device), problem.C2).to(like)
+    c1d = problem.c1.to(like.device)
+    coupling = like.new_zeros(problem.C1, problem.C2)
     top_v = like.new_empty(0)
     top_ij = torch.empty(0, 2, dtype=torch.long, device=like.device)
     for s, P in blocks:
@@ -333,8 +344,7 @@ def _summaries(blocks, c1, C1, c2, C2, table, k, like):
         top_v, top_ij = torch.cat([top_v, v]), torch.cat([top_ij, ij])
         keep = top_v.topk(min(k, top_v.numel())).indices  # sorted, largest first
         top_v, top_ij = top_v[keep], top_ij[keep]
-    label_cost = (coupling * table).sum() if table is not None else like.new_zeros(())
-    return coupling, top_ij.cpu(), top_v, label_cost
+    return coupling, top_ij.cpu(), top_v
 
 
 def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debias: bool = True,
@@ -412,14 +422,11 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     >>> abs(float(r.value)) < 1e-6, r.converged
     (True, True)
     """
-    x1 = _features(x1, "x1", feature_map, 1024)
-    x2 = _features(x2, "x2", feature_map, 1024)
-    x1, x2 = check_clouds(x1, x2, ("x1", "x2"))
+    x1, x2 = check_clouds(_features(x1, "x1", feature_map), _features(x2, "x2", feature_map),
+                          ("x1", "x2"))
     classes1, c1 = _labels(y1, x1.shape[0], "y1")
     classes2, c2 = _labels(y2, x2.shape[0], "y2")
-    C1, C2 = len(classes1), len(classes2)
     inner = check_choice(inner, "inner", ("gaussian", "exact"))
-    backend = check_choice(backend, "backend", ("auto", "dense", "online"))
     if eps is not None:
         eps = check_eps(eps)
     if inner_eps is not None:
@@ -428,11 +435,8 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
         inner_eps = check_eps(inner_eps)
     if max_per_class is not None:
         max_per_class = check_positive_int(max_per_class, "max_per_class")
-    lambda_x = float(lambda_x)
-    lambda_y = float(lambda_y)
-    for name, lam in (("lambda_x", lambda_x), ("lambda_y", lambda_y)):
-        if not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {lam}")
+    lambda_x = check_nonnegative(lambda_x, "lambda_x")
+    lambda_y = check_nonnegative(lambda_y, "lambda_y")
     if lambda_x == 0 and lambda_y == 0:
         raise ValueError("lambda_x and lambda_y are both 0: the cost would be identically 0")
     top_k = check_positive_int(top_k, "top_k")
@@ -440,116 +444,124 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     b = check_weights(b, x2.shape[0], "b", like=x1)
     check_same_mass(a, b)
     a, b = a / a.sum(), b / b.sum()
-    budget = check_memory_budget(memory_budget, x1)
-    omega = check_relaxation(omega)
-    n, m = x1.shape[0], x2.shape[0]
+    opts = Options(tol=check_positive(tol, "tol"),
+                   max_iter=check_positive_int(max_iter, "max_iter"),
+                   omega=check_relaxation(omega),
+                   eps_scaling=_check_scaling(eps_scaling),
+                   backend=check_choice(backend, "backend", BACKENDS),
+                   memory_budget=None if memory_budget is None
+                   else check_positive(memory_budget, "memory_budget"))
     debias = bool(debias) and eps is not None
-    size = x1.element_size()
-    # the dense path holds one n x m cost and its kernel (the plan) at a time, and, one after
-    # the other, an n x n (m x m) cost, -cost / eps and a kernel for the self terms
-    dense_bytes = 3 * max(n * m, n * n if debias else 0, m * m if debias else 0) * size
-    if backend == "auto":
-        backend = "dense" if (eps is None or dense_bytes <= budget) else "online"
-    if backend == "online" and eps is None:
+    if opts.backend == "online" and eps is None:
         raise ValueError("the exact outer problem (eps=None) needs the dense N x M cost; "
                          "give eps for the online solver")
-
+    problem = _Problem(x1, c1, len(classes1), x2, c2, len(classes2), lambda_x, lambda_y)
     with torch.no_grad():
         # the label-to-label table: across the datasets, and within each when debiasing
-        if lambda_y > 0:
-            cross, full = _tables(x1, c1, x2, c2, inner, inner_eps, max_per_class, generator,
-                                  progress, within=debias, tol=tol, max_iter=max_iter,
-                                  eps_scaling=eps_scaling)
+        cross, full = (_tables(x1, c1, x2, c2, inner, inner_eps, max_per_class, generator,
+                               progress, debias, opts)
+                       if lambda_y > 0 else (x1.new_zeros(len(classes1), len(classes2)), None))
+        if eps is None:
+            out = _exact_outer(problem, cross, a, b)
         else:
-            cross, full = x1.new_zeros(C1, C2), None
-        W = lambda_y * cross
-
-        n_iter, self_terms, ok_all = {}, {}, True
-        # the self terms of the debiased divergence first: symmetric problems, solved by averaged
-        # updates in a few dozen steps; their potentials then warm-start the cross problem, which
-        # otherwise crawls when the datasets are close (a block-structured plan: with a dataset
-        # against itself, plain alternating Sinkhorn may need thousands of iterations)
-        init = None
-        if debias:
-            pots = []
-            for key, x, c, w, off, C in (("self1", x1, c1, a, 0, C1), ("self2", x2, c2, b, C1, C2)):
-                Wself = (lambda_y * full[off:off + C, off:off + C] if full is not None
-                         else x.new_zeros(C, C))
-                cd = c.to(x.device)
-                if backend == "dense":
-                    Cs = lambda_x * cost_matrix(x, x) + Wself[cd][:, cd]
-                    fs, it, err, ok = _symmetric_dense(Cs, w, eps, tol, max_iter)
-                    del Cs
-                else:
-                    xs_, _, oh, _ = _scaled(x, x, c, C, lambda_x, Wself)
-                    eng_s = _Online(xs_, xs_, int(budget), xe=Wself[cd], ye=oh)
-                    fs, it, err, ok = _symmetric(eng_s.self_lse_fn(eps), w, eps, tol, max_iter)
-                self_terms[key] = 2.0 * (w * fs).sum()
-                n_iter[key] = it
-                ok_all &= ok
-                pots.append(fs)
-            init = tuple(pots)
-
-        if backend == "dense":
-            C = lambda_x * cost_matrix(x1, x2) + W[c1.to(x1.device)][:, c2.to(x1.device)]
-            if eps is None:
-                res = emd(a, b, C)
-            else:
-                res = sinkhorn(a, b, C, eps, tol=tol, max_iter=max_iter,
-                               eps_scaling=None if init is not None else eps_scaling, init=init,
-                               omega=omega, warn=False)
-            del C
-            plan, f, g = res.plan, res.f, res.g
-            value = res.value if eps is not None else res.value_linear
-            n_iter["cross"] = int(res.n_iter)
-            ok_all &= bool(res.converged)
-            marginal_error = float(res.marginal_error)
-            feature_cost = lambda_x * (plan * cost_matrix(x1, x2)).sum()
-            blocks = [(0, plan)]
-        else:
-            xs, ys, onehot2, span = _scaled(x1, x2, c2, C2, lambda_x, W)
-            f, g, it, err, ok, eng = _sinkhorn_online(
-                xs, ys, a, b, eps, tol, max_iter, eps_scaling, int(budget),
-                xe=W[c1.to(x1.device)], ye=onehot2, span=span,
-                g_init=None if init is None else init[1], omega=omega,
-            )
-            plan, value = None, (a * f).sum() + (b * g).sum()
-            n_iter["cross"] = it
-            ok_all &= ok
-            marginal_error = err
-            blocks = eng.plan_blocks(a, b, f, g, eps)
-            feature_cost = None
-        coupling, top_pairs, top_mass, label_cost = _summaries(
-            blocks, c1, C1, c2, C2, W if lambda_y > 0 else None, top_k, x1)
-        if feature_cost is None:  # online: the feature part of <P, c>, one more pass
-            feature_cost = x1.new_zeros(())
-            for s, P in eng.plan_blocks(a, b, f, g, eps):
-                xb = xs[s:s + P.shape[0]]
-                d2 = (xb**2).sum(1)[:, None] + (ys**2).sum(1)[None, :] - 2 * xb @ ys.T
-                feature_cost += (P * d2.clamp_min(0)).sum()
-        if debias:
-            value = value - 0.5 * (self_terms["self1"] + self_terms["self2"])
-
-    if warn and not ok_all:
-        warnings.warn(f"dataset_distance: a Sinkhorn solve did not converge (iterations {n_iter}, "
-                      f"tol {tol:g}); raise max_iter or eps, or set eps_scaling", RuntimeWarning,
-                      stacklevel=2)
+            out = _entropic_outer(problem, cross, full, a, b, eps, debias, opts)
+        coupling, top_pairs, top_mass = _summaries(out["blocks"](), problem, top_k, x1)
+        label_cost = (coupling * lambda_y * cross).sum()
+        feature_cost = out["feature_cost"]()
+    if warn and not out["converged"]:
+        warn_runtime(f"dataset_distance: a Sinkhorn solve did not converge (iterations "
+                     f"{out['n_iter']}, tol {tol:g}); raise max_iter or eps, or set eps_scaling")
     return DatasetDistance(
-        value=value, plan=plan, label_distances=cross, class_coupling=coupling,
+        value=out["value"], plan=out["plan"], label_distances=cross, class_coupling=coupling,
         top_pairs=top_pairs, top_mass=top_mass, classes1=classes1, classes2=classes2,
-        feature_cost=feature_cost, label_cost=label_cost, converged=ok_all, n_iter=n_iter,
-        marginal_error=marginal_error, f=f, g=g,
-        extra={"self_terms": self_terms, "label_table": full, "eps": eps, "backend": backend,
-               "inner": inner, "debias": debias, "lambda_x": lambda_x, "lambda_y": lambda_y},
+        feature_cost=feature_cost, label_cost=label_cost, converged=out["converged"],
+        n_iter=out["n_iter"], marginal_error=out["marginal_error"], f=out["f"], g=out["g"],
+        extra={"self_terms": out["self_terms"], "label_table": full, "eps": eps,
+               "backend": out["backend"], "inner": inner, "debias": debias,
+               "lambda_x": lambda_x, "lambda_y": lambda_y},
     )
 
 
-def _scaled(x1, x2, c2, C2, lambda_x, W):
-    """Points scaled so that |x - x'|^2 carries lambda_x, the one-hot codes of the columns, and
-    the largest cost (where eps-scaling starts)."""
-    r = math.sqrt(lambda_x)
-    xs, ys = x1 * r, x2 * r
-    onehot2 = torch.nn.functional.one_hot(c2.to(x1.device), C2).to(x1)
-    box = torch.cat([xs, ys]).amax(0) - torch.cat([xs, ys]).amin(0)
-    span = float((box**2).sum()) + (float(W.max()) if W.numel() else 0.0)
-    return xs, ys, onehot2, span
+def _check_scaling(eps_scaling):
+    if eps_scaling is None:
+        return None
+    eps_scaling = check_positive(eps_scaling, "eps_scaling")
+    if eps_scaling >= 1:
+        raise ValueError(f"eps_scaling must be in (0, 1), got {eps_scaling}")
+    return eps_scaling
+
+
+@dataclass
+class _Problem:
+    """The two labelled datasets (label codes ``c1``, ``c2`` over ``C1``, ``C2`` classes) and the
+    weights of the two terms of the ground cost."""
+
+    x1: torch.Tensor
+    c1: torch.Tensor
+    C1: int
+    x2: torch.Tensor
+    c2: torch.Tensor
+    C2: int
+    lambda_x: float
+    lambda_y: float
+
+    def cost(self, xa, ca, xb, cb, table):
+        """``lambda_x |x - x'|^2 + lambda_y T[c, c']`` as one flat cost (the label term joins the
+        matrix product of the feature term through one-hot codes)."""
+        parts = [PointCloud(xa, xb, checked=True)]
+        weights = [self.lambda_x]
+        if self.lambda_y > 0:
+            dev = xa.device
+            parts.append(TableCost(table, ca.to(dev), cb.to(dev), checked=True))
+            weights.append(self.lambda_y)
+        return SumCost(parts, weights).broadcast(())
+
+    def features(self):
+        return PointCloud(self.x1, self.x2, checked=True).broadcast(())
+
+
+def _exact_outer(problem, cross, a, b):
+    """The exact outer problem (network simplex on the dense N x M cost)."""
+    C = problem.cost(problem.x1, problem.c1, problem.x2, problem.c2, cross).matrix()[0]
+    res = emd(a, b, C)
+    del C
+    plan = res.plan
+    return {"value": res.value_linear, "plan": plan, "f": res.f, "g": res.g,
+            "blocks": lambda: [(0, plan)], "converged": bool(res.converged),
+            "n_iter": {"cross": int(res.n_iter)}, "marginal_error": float(res.marginal_error),
+            "self_terms": {}, "backend": "dense",
+            "feature_cost": lambda: problem.lambda_x * (plan * cost_matrix(problem.x1,
+                                                                          problem.x2)).sum()}
+
+
+def _entropic_outer(problem, cross, full, a, b, eps, debias, opts):
+    """The entropic outer problem on the engine: ``OT_eps`` or, debiased, the divergence (the
+    label table over both label sets, the first dataset's classes first)."""
+    p = problem
+    a1, b1 = a[None], b[None]
+    if debias:
+        off = p.c2 + p.C1
+        table = full if full is not None else p.x1.new_zeros(p.C1 + p.C2, p.C1 + p.C2)
+        div = debiased(p.cost(p.x1, p.c1, p.x2, off, table), p.cost(p.x1, p.c1, p.x1, p.c1, table),
+                       p.cost(p.x2, off, p.x2, off, table), a1, b1, eps, opts, gradients=False)
+        sol, value = div.cross, div.value[0]
+        self_terms = {"self1": ot_value(div.self_x, p.cost(p.x1, p.c1, p.x1, p.c1, table), a1,
+                                        a1)[0],
+                      "self2": ot_value(div.self_y, p.cost(p.x2, off, p.x2, off, table), b1,
+                                        b1)[0]}
+        n_iter = {"self1": div.self_x.n_iter, "self2": div.self_y.n_iter}
+        converged = bool(div.converged.all())
+    else:
+        sol = solve(p.cost(p.x1, p.c1, p.x2, p.c2, cross), a1, b1, eps, opts,
+                    batch_entries=[p.x1.shape[0] * p.x2.shape[0]])
+        value, self_terms, n_iter = ot_value(sol, p.cost(p.x1, p.c1, p.x2, p.c2, cross), a1,
+                                             b1)[0], {}, {}
+        converged = bool(sol.done.all())
+    n_iter["cross"] = sol.n_iter
+    plan = None if sol.plan is None else sol.plan[0]
+    return {"value": value, "plan": plan, "f": sol.f[0], "g": sol.g[0],
+            "blocks": lambda: ((s, P[0]) for s, P in sol.plan_blocks()),
+            "converged": converged, "n_iter": n_iter,
+            "marginal_error": float(sol.marginal_error[0]), "self_terms": self_terms,
+            "backend": sol.backend,
+            "feature_cost": lambda: p.lambda_x * linear_value(sol, p.features())[0]}

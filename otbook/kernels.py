@@ -26,7 +26,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ._checks import check_finite, check_pair_points, check_positive, check_same_mass, check_weights
-from .costs import COSTS
+from .costs import pairwise
 from .gaussian import _gaussian_args
 
 __all__ = ["mmd", "mmd_gaussians", "kernel_matrix", "KERNELS"]
@@ -64,11 +64,11 @@ def _kernel(x: torch.Tensor, y: torch.Tensor, kernel, hs) -> torch.Tensor:
                              f"({x.shape[-2]}, {y.shape[-2]}), got {tuple(K.shape)}")
         return K
     if kernel == "energy":
-        return -COSTS["euclidean"](x, y)
+        return -pairwise(x, y, "euclidean")
     if kernel == "laplacian":
-        D = COSTS["euclidean"](x, y)
+        D = pairwise(x, y, "euclidean")
         return sum(torch.exp(-D / h) for h in hs) / len(hs)
-    D2 = COSTS["sqeuclidean"](x, y)
+    D2 = pairwise(x, y, "sqeuclidean")
     if kernel == "gaussian":
         return sum(torch.exp(D2 / (-2.0 * h * h)) for h in hs) / len(hs)
     return sum(torch.rsqrt(1.0 + D2 / (h * h)) for h in hs) / len(hs)  # imq

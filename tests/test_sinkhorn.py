@@ -288,18 +288,18 @@ def test_overrelaxation_per_problem_in_a_batch_and_unbalanced(device):
 
 
 def test_overrelaxation_online_backend():
-    from otbook.sinkhorn import _sinkhorn_online
-
     x, y = clusters(200, seed=34)
-    a = torch.full((200,), 1 / 200, dtype=F64)
     eps = 0.01 * float(ob.cost_matrix(x, y).mean())
-    runs = {om: _sinkhorn_online(x, y, a, a, eps, 1e-9, 50_000, None, 2**16, omega=om) for om in (1.0, "auto")}
-    (f1, g1, it1, err1, ok1, _), (f2, g2, it2, err2, ok2, _) = runs[1.0], runs["auto"]
-    assert ok1 and ok2 and err2 <= 1e-9
-    assert abs(float(a @ f1 + a @ g1) - float(a @ f2 + a @ g2)) < 1e-10
-    assert it2 <= 0.5 * it1, (it2, it1)
+    runs = {om: ob.sinkhorn(None, None, ob.PointCloud(x, y), eps, tol=1e-9, max_iter=50_000,
+                            omega=om, backend="online", memory_budget=2**16)
+            for om in (1.0, "auto")}
+    plain, auto = runs[1.0], runs["auto"]
+    assert plain.plan is None and auto.extra["backend"] == "online"
+    assert plain.converged and auto.converged and float(auto.marginal_error) <= 1e-9
+    assert abs(float(plain.value) - float(auto.value)) < 1e-10
+    assert auto.n_iter <= 0.5 * plain.n_iter, (auto.n_iter, plain.n_iter)
     dense = ob.sinkhorn(None, None, ob.cost_matrix(x, y), eps, tol=1e-11, max_iter=50_000)
-    assert abs(float(a @ f2 + a @ g2) - float(dense.value)) < 1e-9
+    assert abs(float(auto.value) - float(dense.value)) < 1e-9
 
 
 # ---------------------------------------------------------------- Sinkhorn divergence
@@ -347,7 +347,7 @@ def test_divergence_large_eps_approaches_energy_distance_scale():
 
 
 def test_memory_budget_default_follows_the_device(device):
-    from otbook._checks import check_memory_budget
+    from otbook._runtime import memory_budget as check_memory_budget
 
     x = torch.zeros(3, device=device)
     budget = check_memory_budget(None, x)
@@ -408,7 +408,6 @@ B0 = torch.full((4,), 1 / 4, dtype=F64)
         (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 2), 0.0), ValueError, "eps must be"),
         (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 2), 0.1, a=torch.ones(3)), ValueError, "same total mass"),
         (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 2), 0.1, backend="gpu"), ValueError, "backend"),
-        (lambda: ob.sinkhorn_divergence(torch.rand(3, 2), torch.rand(4, 2), 0.1, backend="online", cost="euclidean"), ValueError, "online backend"),
         (lambda: ob.eps_relative(torch.zeros(2, 2)), ValueError, "no eps can be relative"),
         (lambda: ob.eps_schedule(1.0, 0.1, scaling=1.0), ValueError, "scaling must be in"),
     ],
