@@ -12,13 +12,14 @@ from .kernels import kernel_matrix, mmd, mmd_gaussians
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
 from .sliced import sliced_wasserstein
-from .maps import (EntropicMap, ICNN, MapFit, barycentric_projection, entropic_map, fit_map,
-                   monge_gap, soft_labels)
+from .icnn import ICNN, hessian_logdet
+from .maps import (EntropicMap, MapFit, barycentric_projection, entropic_map, fit_map, monge_gap,
+                   soft_labels)
 from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch_ot
-from .flows import (Energy, FlowResult, JKOResult, hessian_logdet, interaction_energy,
-                    internal_energy, jko_icnn, jko_particles, mmd_energy, particle_flow,
-                    potential_energy, sinkhorn_energy)
-from . import flows
+from .energies import (Energy, interaction_energy, internal_energy, mmd_energy, potential_energy,
+                       sinkhorn_energy)
+from .flows import FlowResult, JKOResult, jko_icnn, jko_particles, particle_flow
+from . import energies, flows, icnn
 from . import plot
 from .notebook import setup_notebook
 from .utils import device, uniform
@@ -65,6 +66,8 @@ __all__ = [
     "minibatch_bounds",
     "minibatch_ot",
     "flows",
+    "energies",
+    "icnn",
     "Energy",
     "FlowResult",
     "JKOResult",

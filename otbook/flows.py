@@ -24,28 +24,25 @@ This module follows such flows three ways:
   theorem :math:`W_2^2(\nabla\psi_\sharp\rho_k, \rho_k) = \E\|\nabla\psi(X) - X\|^2`, and the
   density of the pushed particles is known by the change of variables
   :math:`\log\rho_{k+1}(\nabla\psi(x)) = \log\rho_k(x) - \log\det\nabla^2\psi(x)`
-  (:func:`hessian_logdet`), so internal energies need no density estimate.
+  (:func:`otbook.hessian_logdet`), so internal energies need no density estimate.
 
-The functionals are :class:`Energy` objects that add up: :func:`potential_energy`,
-:func:`interaction_energy`, :func:`internal_energy` (entropy, porous-medium or any
-:math:`\int f(\rho)`), :func:`mmd_energy` (MMD or energy distance to a target) and
-:func:`sinkhorn_energy` (Sinkhorn divergence to a target). Any callable that maps particles
-``(n, d)`` to a scalar tensor works as an energy too.
+The functionals are :class:`~otbook.Energy` objects (:mod:`otbook.energies`): potential,
+interaction and internal energies, MMD and Sinkhorn divergences to a target, and their sums. Any
+callable that maps particles ``(n, d)`` to a scalar tensor works as an energy too. The convex
+potentials and their log-determinants live in :mod:`otbook.icnn`.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
-import warnings
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
+from . import _runtime
 from ._checks import (
-    as_tensor,
-    check_callable,
     check_choice,
     check_generator,
     check_module,
@@ -55,421 +52,23 @@ from ._checks import (
     check_positive_int,
     check_potential,
 )
+from ._runtime import WarningSummary
+from ._training import FULL_BATCH_WINDOW, loss_flattened, loss_window, optimizer_step
 from .costs import cost_matrix
+# kde_log_density: the book documents it as otbook.flows.kde_log_density too
+from .energies import Energy, as_energy, kde_log_density  # noqa: F401
 from .exact import emd
-from .kernels import mmd
-from .maps import ICNN
+from .icnn import ICNN, hessian_logdet, potential_gradient
 from .sinkhorn import sinkhorn_divergence
 
 __all__ = [
-    "Energy",
-    "potential_energy",
-    "interaction_energy",
-    "internal_energy",
-    "mmd_energy",
-    "sinkhorn_energy",
     "particle_flow",
     "jko_particles",
     "jko_icnn",
-    "hessian_logdet",
+    "jko_icnn_objective",
     "FlowResult",
     "JKOResult",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# energies
-
-
-class Energy:
-    r"""A functional :math:`F(\rho)` of the particle measure :math:`\rho = \frac1n\sum_i\delta_{x_i}`.
-
-    Call it on particles ``x`` of shape ``(n, d)``; it returns a scalar tensor, differentiable in
-    ``x``. Energies add up and scale: ``potential_energy(V) + 0.5 * internal_energy("entropy")``.
-
-    Internal energies (:func:`internal_energy`) need the density of :math:`\rho` at the
-    particles: pass ``log_density`` (shape ``(n,)``, the log-density at each particle) when it is
-    known, as :func:`jko_icnn` does; without it they estimate it with a Gaussian kernel density
-    estimate. The other terms ignore ``log_density``.
-
-    Parameters
-    ----------
-    fn : callable
-        ``fn(x) -> scalar tensor``, or ``fn(x, log_density) -> scalar tensor`` when
-        ``uses_density`` is true.
-    name : str
-        Shown in ``repr`` and as the key of :meth:`terms`.
-    uses_density : bool
-        Whether ``fn`` takes ``log_density`` (``None`` when unknown) as a second argument.
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> F = ob.potential_energy(lambda x: (x ** 2).sum(-1) / 2) + ob.Energy(lambda x: x.mean(), "mean")
-    >>> F
-    Energy(potential + mean)
-    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    >>> float(F(x)), {name: float(v) for name, v in F.terms(x).items()}
-    (10.0, {'potential': 7.5, 'mean': 2.5})
-    """
-
-    def __init__(self, fn: Callable, name: str = "energy", *, uses_density: bool = False):
-        check_callable(fn, "fn")
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a string, got {type(name).__name__}")
-        self._terms = [(1.0, name, fn, bool(uses_density))]
-
-    @classmethod
-    def _from_terms(cls, terms) -> "Energy":
-        out = cls.__new__(cls)
-        out._terms = list(terms)
-        return out
-
-    @property
-    def uses_density(self) -> bool:
-        """Whether a term is an internal energy (it reads the density at the particles)."""
-        return any(t[3] for t in self._terms)
-
-    def _term_values(self, x, log_density):
-        for weight, name, fn, uses_density in self._terms:
-            value = fn(x, log_density) if uses_density else fn(x)
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise TypeError(f"the energy term {name!r} must return a scalar tensor, got "
-                                f"{type(value).__name__}{tuple(getattr(value, 'shape', ()))}")
-            yield name, weight * value.reshape(())
-
-    def __call__(self, x, log_density=None) -> torch.Tensor:
-        """The value :math:`F(\\rho)` (a scalar tensor)."""
-        return sum(v for _, v in self._term_values(x, log_density))
-
-    def terms(self, x, log_density=None) -> dict:
-        """Each term's value (weighted), by name, detached: to see which part of :math:`F` moves."""
-        out = {}
-        for name, v in self._term_values(x, log_density):
-            key, k = name, 2
-            while key in out:
-                key, k = f"{name} ({k})", k + 1
-            out[key] = v.detach()
-        return out
-
-    def __add__(self, other) -> "Energy":
-        if not isinstance(other, Energy):
-            if not callable(other):
-                return NotImplemented
-            other = _as_energy(other)
-        return Energy._from_terms(self._terms + other._terms)
-
-    def __radd__(self, other) -> "Energy":
-        if isinstance(other, (int, float)) and other == 0:  # sum([...]) starts from 0
-            return self
-        if callable(other) and not isinstance(other, Energy):
-            return _as_energy(other) + self
-        return NotImplemented
-
-    def __mul__(self, c) -> "Energy":
-        if isinstance(c, bool) or not isinstance(c, (int, float)):
-            return NotImplemented
-        c = float(c)
-        if not math.isfinite(c):
-            raise ValueError(f"an energy can only be scaled by a finite number, got {c}")
-        return Energy._from_terms([(c * w, n, f, u) for w, n, f, u in self._terms])
-
-    __rmul__ = __mul__
-
-    def __repr__(self) -> str:
-        parts = [n if w == 1.0 else f"{w:g} * {n}" for w, n, _, _ in self._terms]
-        return "Energy(" + " + ".join(parts) + ")"
-
-
-def _as_energy(energy, name="energy") -> Energy:
-    if isinstance(energy, Energy):
-        return energy
-    check_callable(energy, name)
-    return Energy(energy, getattr(energy, "__name__", "energy"))
-
-
-def potential_energy(V: Callable) -> Energy:
-    r"""The potential energy :math:`\mathcal V(\rho) = \int V\, d\rho = \frac1n \sum_i V(x_i)`.
-
-    Its flow moves every particle down the potential, :math:`\dot x = -\nabla V(x)`, each on its
-    own.
-
-    Parameters
-    ----------
-    V : callable
-        ``V(x)`` maps points ``(n, d)`` to values ``(n,)``, differentiably (torch operations).
-
-    Returns
-    -------
-    Energy
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> F = ob.potential_energy(lambda x: 0.5 * (x ** 2).sum(-1))
-    >>> float(F(torch.tensor([[0.0], [2.0]])))
-    1.0
-    """
-    check_callable(V, "V")
-
-    def value(x):
-        v = V(x)
-        if not isinstance(v, torch.Tensor) or v.shape != x.shape[:1]:
-            raise ValueError(f"V must map points of shape (n, d) to values of shape (n,), got "
-                             f"{tuple(getattr(v, 'shape', ()))} for x of shape {tuple(x.shape)}")
-        return v.mean()
-
-    return Energy(value, "potential")
-
-
-def interaction_energy(W: Callable) -> Energy:
-    r"""The interaction energy :math:`\mathcal W(\rho) = \frac12 \iint W(x - y)\, d\rho(x)\, d\rho(y)`.
-
-    On particles it is the average over distinct pairs,
-    :math:`\frac{1}{2n(n-1)} \sum_{i \ne j} W(x_i - x_j)`: the pairs :math:`i = j` are left out,
-    so that kernels singular at 0 (:math:`-\log\|z\|`, Newtonian, Riesz) work, and the
-    particle velocity :math:`-\frac{1}{n-1}\sum_{j\ne i} \nabla W(x_i - x_j)` is the unbiased
-    estimate of :math:`-(\nabla W * \rho)(x_i)`. Memory grows as :math:`n^2 d`.
-
-    Parameters
-    ----------
-    W : callable
-        ``W(z)`` maps differences of shape ``(k, d)`` to values ``(k,)``; symmetric,
-        :math:`W(-z) = W(z)`.
-
-    Returns
-    -------
-    Energy
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> F = ob.interaction_energy(lambda z: (z ** 2).sum(-1))   # E|X - X'|^2 / 2 over pairs
-    >>> float(F(torch.tensor([[0.0], [2.0]])))
-    2.0
-    """
-    check_callable(W, "W")
-
-    def value(x):
-        n = x.shape[0]
-        if n < 2:
-            raise ValueError("the interaction energy needs at least 2 particles")
-        off = ~torch.eye(n, dtype=torch.bool, device=x.device)
-        z = (x[:, None, :] - x[None, :, :])[off]
-        w = W(z)
-        if not isinstance(w, torch.Tensor) or w.shape != z.shape[:1]:
-            raise ValueError(f"W must map differences of shape (k, d) to values of shape (k,), "
-                             f"got {tuple(getattr(w, 'shape', ()))} for shape {tuple(z.shape)}")
-        return 0.5 * w.mean()
-
-    return Energy(value, "interaction")
-
-
-_INTERNAL = ("entropy", "porous")
-
-
-def _silverman(x: torch.Tensor) -> float:
-    """Silverman's rule-of-thumb bandwidth for a Gaussian kernel in d dimensions."""
-    n, d = x.shape
-    sigma = float(x.detach().std(0, unbiased=True).mean()) if n > 1 else 1.0
-    sigma = sigma if sigma > 0 else 1.0
-    return sigma * (4.0 / ((d + 2) * n)) ** (1.0 / (d + 4))
-
-
-def kde_log_density(x, bandwidth=None) -> torch.Tensor:
-    r"""Log of the Gaussian kernel density estimate of the particles, at the particles.
-
-    :math:`\log \hat\rho_h(x_i) = \log \frac1n \sum_j \varphi_h(x_i - x_j)`, with
-    :math:`\varphi_h` the density of :math:`N(0, h^2 I_d)`; computed with a log-sum-exp. The
-    self term :math:`j = i` is kept (the blob regularisation of Carrillo, Craig and Patacchini,
-    2019), so the estimate is finite and smooth in the particles.
-
-    Parameters
-    ----------
-    x : Tensor or array, shape (n, d)
-        Particles.
-    bandwidth : float, optional
-        :math:`h > 0`; default Silverman's rule :math:`h = \sigma (4 / ((d + 2) n))^{1/(d+4)}`
-        with :math:`\sigma` the mean standard deviation of the coordinates (computed without
-        gradient).
-
-    Returns
-    -------
-    Tensor, shape (n,)
-        Differentiable in ``x``.
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> x = torch.zeros(3, 1, dtype=torch.float64)
-    >>> float(ob.flows.kde_log_density(x, bandwidth=1.0).exp()[0])   # N(0, 1) density at 0
-    0.3989422804014327
-    """
-    x = check_points(x, "x")
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (n, d), got {tuple(x.shape)}")
-    n, d = x.shape
-    h = _silverman(x) if bandwidth is None else check_positive(bandwidth, "bandwidth")
-    C = cost_matrix(x, x)
-    return (torch.logsumexp(-C / (2.0 * h * h), dim=1) - math.log(n)
-            - 0.5 * d * math.log(2.0 * math.pi * h * h))
-
-
-def internal_energy(kind="entropy", *, m: float = 2.0, bandwidth=None) -> Energy:
-    r"""An internal energy :math:`\mathcal F(\rho) = \int f(\rho(x))\, dx`.
-
-    * ``"entropy"``: :math:`f(s) = s \log s`, the negative entropy; its flow is the heat
-      equation :math:`\partial_t\rho = \Delta\rho`.
-    * ``"porous"``: :math:`f(s) = s^m / (m - 1)`; its flow is the porous-medium equation
-      :math:`\partial_t\rho = \Delta \rho^m`.
-    * a callable ``f``: any :math:`f` with :math:`f(0) = 0` (torch operations on a tensor of
-      densities).
-
-    It is evaluated as an expectation over the particles,
-    :math:`\int f(\rho) = \E_{X\sim\rho}[f(\rho(X)) / \rho(X)]`, which needs the density at the
-    particles: the exact ``log_density`` when the caller knows it (:func:`jko_icnn` tracks it
-    through each map), otherwise a Gaussian kernel density estimate
-    (:func:`otbook.flows.kde_log_density`, the blob method). The estimate smooths the density
-    over the bandwidth :math:`h`: it is what makes particle flows of internal energies possible,
-    at the price of a bias that grows with :math:`h`.
-
-    Parameters
-    ----------
-    kind : {"entropy", "porous"} or callable
-    m : float
-        Exponent of the porous-medium energy, :math:`m > 1`.
-    bandwidth : float, optional
-        Bandwidth of the density estimate (when no ``log_density`` is given); default Silverman's
-        rule, recomputed at each call.
-
-    Returns
-    -------
-    Energy
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> F = ob.internal_energy("entropy")
-    >>> x = torch.zeros(4, 1, dtype=torch.float64)
-    >>> log_rho = torch.full((4,), -1.0, dtype=torch.float64)   # a density e^{-1} everywhere
-    >>> float(F(x, log_density=log_rho))                        # E log rho = -1
-    -1.0
-    """
-    if callable(kind):
-        f, name = kind, "internal"
-    else:
-        check_choice(kind, "kind", _INTERNAL)
-        f, name = None, kind
-    if kind == "porous":
-        m = check_positive(m, "m")
-        if m <= 1:
-            raise ValueError(f"m must be > 1 for the porous-medium energy, got {m}")
-    h = None if bandwidth is None else check_positive(bandwidth, "bandwidth")
-
-    def value(x, log_density):
-        if log_density is None:
-            log_rho = kde_log_density(x, h)
-        else:
-            log_rho = log_density
-            if log_rho.shape != x.shape[:1]:
-                raise ValueError(f"log_density must have shape ({x.shape[0]},), got "
-                                 f"{tuple(log_rho.shape)}")
-        if kind == "entropy":
-            return log_rho.mean()
-        if kind == "porous":
-            return torch.exp((m - 1.0) * log_rho).mean() / (m - 1.0)
-        rho = torch.exp(log_rho)
-        vals = f(rho)
-        if not isinstance(vals, torch.Tensor) or vals.shape != rho.shape:
-            raise ValueError("f must map a tensor of densities to a tensor of the same shape")
-        return (vals / rho).mean()
-
-    return Energy(value, name, uses_density=True)
-
-
-def mmd_energy(target, *, kernel="gaussian", bandwidth=1.0) -> Energy:
-    r"""Half the squared MMD to a fixed target, :math:`\frac12 \mathrm{MMD}_k^2(\rho, \beta)`.
-
-    Computed by :func:`otbook.mmd` (V-statistic); ``kernel="energy"`` gives half the energy
-    distance. Its flow is the MMD flow of Arbel et al. (2019): with a Gaussian kernel, particles
-    far from the target (at many bandwidths) feel almost no pull and the flow can stall; the
-    energy distance's pull does not fade with distance.
-
-    Parameters
-    ----------
-    target : Tensor or array, shape (m, d)
-        Target points (uniform weights).
-    kernel, bandwidth
-        As in :func:`otbook.mmd`.
-
-    Returns
-    -------
-    Energy
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> y = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
-    >>> float(ob.mmd_energy(y, kernel="energy")(y + 1.0))   # half of ob.mmd's example
-    0.5
-    """
-    y = check_points(target, "target")
-    if y.ndim != 2:
-        raise ValueError(f"target must have shape (m, d), got {tuple(y.shape)}")
-    y = y.detach()
-    mmd(y[:2], y[:2], kernel=kernel, bandwidth=bandwidth)  # checks kernel and bandwidth now
-
-    def value(x):
-        return 0.5 * mmd(x, y, kernel=kernel, bandwidth=bandwidth)
-
-    return Energy(value, "MMD" if kernel != "energy" else "energy distance")
-
-
-def sinkhorn_energy(target, *, eps, tol: float = 1e-6, max_iter: int = 10_000,
-                    eps_scaling: float | None = None) -> Energy:
-    r"""Half the debiased Sinkhorn divergence to a fixed target, :math:`\frac12 S_\varepsilon(\rho, \beta)`.
-
-    Computed by :func:`otbook.sinkhorn_divergence` (squared Euclidean cost), with the envelope
-    gradient. The factor :math:`\frac12` makes the particle velocity close to
-    :math:`T_\varepsilon(x) - x` (towards the entropic map's image) for small :math:`\varepsilon`,
-    so a time step of 1 nearly reaches the target, as for :math:`\frac12 W_2^2`
-    (Feydy et al., 2019).
-
-    Parameters
-    ----------
-    target : Tensor or array, shape (m, d)
-        Target points (uniform weights).
-    eps : float
-        Entropic regularisation (absolute), > 0.
-    tol, max_iter, eps_scaling
-        As in :func:`otbook.sinkhorn_divergence`. A flow warns once, at its end, when solves did
-        not converge.
-
-    Returns
-    -------
-    Energy
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> y = torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    >>> F = ob.sinkhorn_energy(y, eps=1.0)
-    >>> round(float(F(y + torch.tensor([1.0, 0.0], dtype=torch.float64))), 6)   # |t|^2 / 2
-    0.5
-    """
-    y = check_points(target, "target")
-    if y.ndim != 2:
-        raise ValueError(f"target must have shape (m, d), got {tuple(y.shape)}")
-    y = y.detach()
-    eps = check_positive(eps, "eps")
-    tol = check_positive(tol, "tol")
-    max_iter = check_positive_int(max_iter, "max_iter")
-
-    def value(x):
-        return 0.5 * sinkhorn_divergence(x, y, eps, tol=tol, max_iter=max_iter,
-                                         eps_scaling=eps_scaling)
-
-    return Energy(value, "Sinkhorn divergence")
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,8 +99,9 @@ class FlowResult:
         :func:`jko_icnn` only: the log-density of the flowed measure at each particle.
     extra : dict
         Diagnostics: ``"speed"`` (RMS particle speed per step, :func:`particle_flow`),
-        ``"step"`` / ``"tau"``, ``"warnings"`` (energy evaluations that warned), and for the
-        JKO schemes ``"inner_converged"`` and ``"inner_losses"``.
+        ``"step"`` / ``"tau"``, ``"warnings"`` (how many steps warned while evaluating the energy
+        or the JKO objective, the evaluation at the start counted as step 0), and for the JKO
+        schemes ``"inner_converged"`` and ``"inner_losses"``.
     """
 
     x: torch.Tensor
@@ -523,8 +123,9 @@ class FlowResult:
         return bool((e[1:] - e[:-1] <= slack).all())
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(n={self.x.shape[0]}, d={self.x.shape[1]}, n_iter={self.n_iter}, "
-                f"energy {float(self.energies[0]):.4g} -> {float(self.energies[-1]):.4g}, "
+        first, last = float(self.energies[0]), float(self.energies[-1])
+        return (f"{type(self).__name__}(n={self.x.shape[0]}, d={self.x.shape[1]}, "
+                f"n_iter={self.n_iter}, energy {first:.4g} -> {last:.4g}, "
                 f"converged={self.converged})")
 
 
@@ -568,7 +169,8 @@ class JKOResult(FlowResult):
         k = len(self.maps) if steps is None else check_positive_int(steps, "steps", minimum=0)
         if k > len(self.maps):
             raise ValueError(f"steps must be at most {len(self.maps)}, got {k}")
-        lr = None if log_density is None else check_potential(log_density, x.shape[0], "log_density", like=x)
+        lr = (None if log_density is None
+              else check_potential(log_density, x.shape[0], "log_density", like=x))
         for psi in self.maps[:k]:
             if psi is None:  # a step that stayed put
                 continue
@@ -586,8 +188,6 @@ def _check_particles(x) -> torch.Tensor:
     x = check_points(x, "x")
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n, d) (particles), got {tuple(x.shape)}")
-    if not x.is_floating_point():  # pragma: no cover - check_points casts
-        x = x.to(torch.get_default_dtype())
     return x.detach().clone()
 
 
@@ -597,53 +197,11 @@ def _scalar(value, what, step) -> torch.Tensor:
                         f"{tuple(getattr(value, 'shape', ()))}")
     value = value.reshape(())
     if not bool(torch.isfinite(value)):
-        raise ValueError(f"the energy is {float(value.detach())} at step {step}: the particles left the "
-                         "region where it is finite (two particles met under a singular "
+        raise ValueError(f"the energy is {float(value.detach())} at step {step}: the particles "
+                         "left the region where it is finite (two particles met under a singular "
                          "interaction, or the step is too large and the flow blew up); lower "
                          "the step")
     return value
-
-
-def _call(energy: Energy, x, log_density=None):
-    return energy(x, log_density) if isinstance(energy, Energy) else energy(x)
-
-
-class _Warnings:
-    """Collect RuntimeWarnings raised inside the loop; re-issue one summary at the end."""
-
-    def __init__(self):
-        self.count, self.first = 0, None
-
-    def run(self, fn, *args):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out = fn(*args)
-        hit = False
-        for w in caught:
-            if issubclass(w.category, RuntimeWarning):
-                hit = True
-                self.first = self.first or str(w.message)
-            else:  # not ours to hide
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        self.count += hit
-        return out
-
-    def report(self, where, n, warn):
-        if warn and self.count:
-            warnings.warn(f"{where}: {self.count} evaluation(s) of the energy warned over {n} "
-                          f"step(s); the first: {self.first}", RuntimeWarning, stacklevel=3)
-
-
-def _bar(progress, total, desc):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-# --------------------------------------------------------------------------------------------
-# particle flows
 
 
 def _record(k, x, step, record_every, n_steps, snaps, times, bar, energy):
@@ -652,9 +210,12 @@ def _record(k, x, step, record_every, n_steps, snaps, times, bar, energy):
     if (k + 1) % record_every == 0 or k + 1 == n_steps:
         snaps.append(x.clone())
         times.append((k + 1) * step)
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix(energy=f"{float(energy):.4g}")
+    bar.update(1)
+    bar.set_postfix(energy=f"{float(energy):.4g}")
+
+
+# --------------------------------------------------------------------------------------------
+# particle flows
 
 
 def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_every: int = 1,
@@ -716,20 +277,23 @@ def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_ev
     True
     """
     x = _check_particles(x)
-    energy = _as_energy(energy)
+    energy = as_energy(energy)
     step = check_positive(step, "step")
     n_steps = check_positive_int(n_steps, "n_steps")
     tol = check_nonnegative(tol, "tol")
     record_every = check_positive_int(record_every, "record_every")
     n = x.shape[0]
     snaps, times, energies, speeds = [x.clone()], [0.0], [], []
-    caught = _Warnings()
-    bar = _bar(progress, n_steps, "particle flow")
+    caught = WarningSummary()  # RuntimeWarnings of the energy (Sinkhorn): one summary at the end
+    bar = _runtime.progress(progress, n_steps, "particle flow")
     converged, k = False, 0
     for k in range(n_steps + 1):
         xg = x.requires_grad_(True)
-        value = _scalar(caught.run(_call, energy, xg), "energy", k)
-        grad = torch.autograd.grad(value, xg, allow_unused=True)[0] if value.requires_grad else None
+        with caught:
+            value = energy(xg)
+        value = _scalar(value, "energy", k)
+        grad = (torch.autograd.grad(value, xg, allow_unused=True)[0] if value.requires_grad
+                else None)
         if grad is None:
             raise ValueError("the energy does not depend on the particles: its gradient is None")
         energies.append(value.detach())
@@ -746,13 +310,12 @@ def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_ev
             break
         x = (x.detach() + step * velocity).detach()
         _record(k, x, step, record_every, n_steps, snaps, times, bar, value.detach())
-    if bar is not None:
-        bar.close()
+    bar.close()
     x = x.detach()
     if times[-1] != k * step:  # stopped early between two snapshots
         snaps.append(x.clone())
         times.append(k * step)
-    caught.report("particle_flow", k + 1, warn)
+    caught.report("particle_flow", k + 1, "step(s)", enabled=warn)
     return FlowResult(x=x, trajectory=torch.stack(snaps), times=x.new_tensor(times),
                       energies=torch.stack(energies), n_iter=k, converged=converged,
                       extra={"speed": x.new_tensor(speeds), "step": step,
@@ -764,8 +327,9 @@ def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_ev
 
 
 def jko_particles(x, energy, *, tau, n_steps: int, eps=None, inner_steps: int = 50,
-                  inner_tol: float = 1e-4, sinkhorn_tol: float = 1e-5, record_every: int = 1,
-                  warn: bool = True, progress: bool = False) -> FlowResult:
+                  inner_tol: float = 1e-4, sinkhorn_tol: float = 1e-5,
+                  sinkhorn_max_iter: int = 10_000, record_every: int = 1, warn: bool = True,
+                  progress: bool = False) -> FlowResult:
     r"""The JKO scheme on particles: each step minimises the energy plus a transport term.
 
     Each step solves
@@ -813,8 +377,9 @@ def jko_particles(x, energy, *, tau, n_steps: int, eps=None, inner_steps: int = 
         An inner minimisation has converged when the RMS of the rescaled gradient
         :math:`n \nabla_y` of the objective is below ``inner_tol`` times
         :math:`\max(1, \text{RMS displacement} / \tau)`.
-    sinkhorn_tol : float
-        Tolerance of the Sinkhorn solves (``eps > 0``).
+    sinkhorn_tol, sinkhorn_max_iter : float, int
+        Tolerance and iteration budget of the Sinkhorn solves inside the objective
+        (``eps > 0``).
     record_every, warn, progress
         As in :func:`particle_flow`.
 
@@ -834,265 +399,86 @@ def jko_particles(x, energy, *, tau, n_steps: int, eps=None, inner_steps: int = 
     (True, True)
     """
     x = _check_particles(x)
-    energy = _as_energy(energy)
+    energy = as_energy(energy)
     tau = check_positive(tau, "tau")
     n_steps = check_positive_int(n_steps, "n_steps")
     eps = None if eps is None else check_positive(eps, "eps")
     inner_steps = check_positive_int(inner_steps, "inner_steps")
     inner_tol = check_positive(inner_tol, "inner_tol")
     sinkhorn_tol = check_positive(sinkhorn_tol, "sinkhorn_tol")
+    sinkhorn_max_iter = check_positive_int(sinkhorn_max_iter, "sinkhorn_max_iter")
     record_every = check_positive_int(record_every, "record_every")
-    n = x.shape[0]
-    caught = _Warnings()
-    first = _scalar(caught.run(_call, energy, x), "energy", 0).detach()
-    snaps, times, energies = [x.clone()], [0.0], [first]
+    if eps is None:
+        def transport(y, anchor):
+            return emd(None, None, cost_matrix(y, anchor)).value
+    else:
+        def transport(y, anchor):
+            return sinkhorn_divergence(y, anchor, eps, tol=sinkhorn_tol, max_iter=sinkhorn_max_iter)
+    caught = WarningSummary()
+    with caught:
+        first = energy(x)
+    snaps, times, energies = [x.clone()], [0.0], [_scalar(first, "energy", 0).detach()]
     inner_ok, inner_losses = [], []
-    bar = _bar(progress, n_steps, "JKO (particles)")
+    bar = _runtime.progress(progress, n_steps, "JKO (particles)")
     for k in range(n_steps):
-        anchor = x.detach()
-        y = anchor.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([y], lr=1.0, max_iter=inner_steps, history_size=20,
-                                tolerance_grad=1e-12, tolerance_change=1e-14,
-                                line_search_fn="strong_wolfe")
-
-        def objective():
-            if eps is None:
-                transport = emd(None, None, cost_matrix(y, anchor)).value
-            else:
-                transport = sinkhorn_divergence(y, anchor, eps, tol=sinkhorn_tol)
-            value = _call(energy, y) + transport / (2.0 * tau)
-            return _scalar(value, "the JKO objective", k + 1)
-
-        def closure():
-            opt.zero_grad(set_to_none=True)
-            value = caught.run(objective)
-            value.backward()
-            return value
-
-        caught.run(opt.step, closure)
-        y.grad = None
-        value = objective()
-        (grad,) = torch.autograd.grad(value, y)
-        # the minimiser is defined up to a permutation of the particles: number them so that
-        # particle i of x^{k+1} is the one the optimal assignment sends particle i of x^k to
-        with torch.no_grad():
-            plan = emd(None, None, cost_matrix(y.detach(), anchor)).plan
-        x = y.detach()[plan.argmax(0)].clone()
-        moved = float((x - anchor).pow(2).sum(-1).mean().sqrt()) / tau
-        residual = float((n * grad).pow(2).sum(-1).mean().sqrt())
-        inner_ok.append(residual <= inner_tol * max(moved, 1.0))
-        inner_losses.append(value.detach())
-        energies.append(_scalar(caught.run(_call, energy, x), "energy", k + 1).detach())
+        with caught:
+            x, value, ok = _jko_particles_step(x, energy, transport, tau, inner_steps, inner_tol, k)
+            after = energy(x)
+        inner_ok.append(ok)
+        inner_losses.append(value)
+        energies.append(_scalar(after, "energy", k + 1).detach())
         _record(k, x, tau, record_every, n_steps, snaps, times, bar, energies[-1])
-    if bar is not None:
-        bar.close()
-    caught.report("jko_particles", n_steps, warn)
+    bar.close()
+    caught.report("jko_particles", n_steps + 1, "step(s)", enabled=warn)
     converged = all(inner_ok)
     if warn and not converged:
-        warnings.warn(f"jko_particles: the inner minimisation did not converge at "
-                      f"{inner_ok.count(False)} of {n_steps} steps; raise inner_steps",
-                      RuntimeWarning, stacklevel=2)
+        _runtime.warn(f"jko_particles: the inner minimisation did not converge at "
+                      f"{inner_ok.count(False)} of {n_steps} steps; raise inner_steps")
     return FlowResult(x=x, trajectory=torch.stack(snaps), times=x.new_tensor(times),
                       energies=torch.stack(energies), n_iter=n_steps, converged=converged,
                       extra={"tau": tau, "inner_converged": inner_ok,
-                             "inner_losses": torch.stack(inner_losses), "warnings": caught.count})
+                             "inner_losses": torch.stack(inner_losses),
+                             "warnings": caught.count})
 
 
-# --------------------------------------------------------------------------------------------
-# Hessian log-determinants
+def _jko_particles_step(anchor, energy, transport, tau, inner_steps, inner_tol, k):
+    """One JKO step on particles, by L-BFGS from ``anchor``: the minimiser (numbered like the
+    anchor), the objective there (detached), and whether the minimisation converged."""
+    n = anchor.shape[0]
+    y = anchor.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([y], lr=1.0, max_iter=inner_steps, history_size=20,
+                            tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
 
+    def objective():
+        # the transport term first: the order of the two terms sets the order in which autograd
+        # adds their gradients, so it fixes the round-off (and the runs the book shows)
+        cost = transport(y, anchor)
+        return _scalar(energy(y) + cost / (2.0 * tau), "the JKO objective", k + 1)
 
-def _grad_and_hessian(model, x):
-    """The map grad psi(x) and the Hessian (k, d, d), both differentiable in the parameters."""
-    xg = x.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=True)
-    rows = [torch.autograd.grad(g[:, i].sum(), xg, create_graph=True)[0] for i in range(x.shape[1])]
-    return g, torch.stack(rows, 1)
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        value = objective()
+        value.backward()
+        return value
 
-
-def _logdet_exact(H: torch.Tensor) -> torch.Tensor:
-    H = 0.5 * (H + H.transpose(-1, -2))
-    L, info = torch.linalg.cholesky_ex(H)
-    bad = info != 0
-    if bool(bad.any()):
-        raise ValueError(f"the Hessian is not positive definite at {int(bad.sum())} of "
-                         f"{H.shape[0]} points: the potential is not strictly convex there; use an "
-                         "ICNN with strong_convexity > 0")
-    return 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-
-
-def _lanczos_logquad(hvp, v, steps):
-    """Gauss quadrature of v^T log(H) v by Lanczos, batched over the rows of v (k, d).
-
-    A row whose Krylov space is exhausted early (an invariant subspace: beta = 0) is padded with a
-    block that is decoupled from the first basis vector, so it adds nothing to the quadrature.
-    """
-    norm = v.norm(dim=-1, keepdim=True)
-    q = v / norm
-    Q = [q]
-    alphas, betas = [], []
-    q_prev, beta = torch.zeros_like(q), torch.zeros_like(norm)
-    alive = torch.ones_like(norm, dtype=torch.bool)
-    scale = None
-    for j in range(steps):
-        w = hvp(q) - beta * q_prev
-        alpha = (q * w).sum(-1, keepdim=True)
-        w = w - alpha * q
-        for qi in Q:  # full re-orthogonalisation: steps <= d is small
-            w = w - (qi * w).sum(-1, keepdim=True) * qi
-        scale = alpha.abs() if scale is None else torch.maximum(scale, alpha.abs())
-        alphas.append(torch.where(alive, alpha, torch.ones_like(alpha))[:, 0])
-        if j == steps - 1:
-            break
-        beta = w.norm(dim=-1, keepdim=True)
-        alive = alive & (beta > 1e-10 * scale)
-        beta = torch.where(alive, beta, torch.zeros_like(beta))
-        betas.append(beta[:, 0])
-        q_prev, q = q, torch.where(alive, w / beta.clamp_min(torch.finfo(w.dtype).tiny),
-                                   torch.zeros_like(w))
-        Q.append(q)
-    T = torch.diag_embed(torch.stack(alphas, -1))
-    if len(alphas) > 1:
-        off = torch.diag_embed(torch.stack(betas, -1), offset=1)
-        T = T + off + off.transpose(-1, -2)
-    theta, U = torch.linalg.eigh(T)
-    if bool((theta <= 0).any()):
-        raise ValueError("the Hessian is not positive definite (a Lanczos eigenvalue is <= 0): use "
-                         "an ICNN with strong_convexity > 0")
-    return norm[:, 0] ** 2 * (U[:, 0, :] ** 2 * torch.log(theta)).sum(-1)
-
-
-def _cg(hvp, b, steps, tol=1e-10):
-    """Solve H w = b by conjugate gradients, batched over rows (H symmetric positive definite)."""
-    w = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = (r * r).sum(-1, keepdim=True)
-    for _ in range(steps):
-        Hp = hvp(p)
-        alpha = rs / (p * Hp).sum(-1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
-        w = w + alpha * p
-        r = r - alpha * Hp
-        rs_new = (r * r).sum(-1, keepdim=True)
-        if bool((rs_new.sqrt() <= tol * b.norm(dim=-1, keepdim=True)).all()):
-            break
-        p = r + (rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny)) * p
-        rs = rs_new
-    return w
-
-
-def hessian_logdet(model, x, *, method: str = "exact", n_probes: int = 4,
-                   lanczos_steps: int | None = None, cg_steps: int | None = None,
-                   generator=None, return_map: bool = False):
-    r"""Log-determinant of the Hessian :math:`\log\det\nabla^2\psi(x)` at each point, differentiably.
-
-    :math:`\psi` is a convex potential (an :class:`otbook.ICNN`, or any module mapping ``(k, d)``
-    to ``(k,)``); :math:`\nabla^2\psi(x)` is the Jacobian of the map :math:`\nabla\psi`, and
-    :math:`\log\det` of it is the log-volume change of the change of variables
-    :math:`\rho_{\nabla\psi_\sharp\mu}(\nabla\psi(x)) = \rho_\mu(x) / \det\nabla^2\psi(x)`.
-    The result is differentiable in the parameters of ``model`` (for training through it).
-
-    * ``"exact"``: the full Hessian, :math:`d` backward passes, then a Cholesky factorisation;
-      exact, for small :math:`d`.
-    * ``"stochastic"``: the estimators of CP-Flow (Huang et al., 2021) used by
-      JKO-ICNN: the *value* by stochastic Lanczos quadrature, :math:`\log\det H = \tr\log H
-      \approx \frac1p\sum_{l} v_l^\top \log(H)\, v_l` with Rademacher probes :math:`v_l` and
-      :math:`v^\top\log(H)v` from ``lanczos_steps`` Lanczos steps (Gauss quadrature); the
-      *gradient* by the Hutchinson estimate of
-      :math:`\partial\log\det H = \tr(H^{-1}\partial H) \approx \frac1p \sum_l (H^{-1}v_l)^\top
-      \partial H\, v_l`, with :math:`H^{-1}v_l` by conjugate gradients. Only Hessian-vector
-      products are used (one backward pass each, batched over the points), so the cost grows
-      with the number of steps, not with :math:`d^2`. Unbiased in expectation over the probes
-      (the value up to the quadrature error, nil when ``lanczos_steps`` :math:`= d`).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The potential, convex in its input, with parameters of ``x``'s dtype and device.
-    x : Tensor or array, shape (k, d)
-        Points.
-    method : {"exact", "stochastic"}
-    n_probes : int
-        Probes of the stochastic estimator.
-    lanczos_steps, cg_steps : int, optional
-        Lanczos steps (at most :math:`d`; default :math:`\min(d, 10)`) and conjugate-gradient
-        iterations (default :math:`\min(d, 20)`) of the stochastic estimator.
-    generator : torch.Generator, optional
-        Draws the probes (on ``x``'s device).
-    return_map : bool
-        Also return :math:`\nabla\psi(x)`, computed on the way (same graph).
-
-    Returns
-    -------
-    Tensor, shape (k,)
-        The log-determinants (or a pair ``(logdet, grad_psi)`` with ``return_map``).
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> net = ob.ICNN(3, hidden=(8,), init="random", strong_convexity=0.1, dtype=torch.float64)
-    >>> x = torch.randn(5, 3, dtype=torch.float64)
-    >>> exact = torch.logdet(net.hessian(x))
-    >>> torch.allclose(ob.hessian_logdet(net, x), exact)
-    True
-    """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    ref = next(model.parameters(), None)
-    x = check_points(x, "x", like=ref) if ref is not None and not isinstance(x, torch.Tensor) \
-        else check_points(x, "x")
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (k, d), got {tuple(x.shape)}")
-    if ref is not None:
-        check_module(model, "model", like=x)
-    method = check_choice(method, "method", ("exact", "stochastic"))
-    k, d = x.shape
-    if method == "exact":
-        g, H = _grad_and_hessian(model, x)
-        out = _logdet_exact(H)
-        return (out, g) if return_map else out
-    n_probes = check_positive_int(n_probes, "n_probes")
-    lanczos_steps = min(d, 10) if lanczos_steps is None else check_positive_int(lanczos_steps, "lanczos_steps")
-    if lanczos_steps > d:
-        raise ValueError(f"lanczos_steps must be at most d = {d}, got {lanczos_steps}")
-    cg_steps = min(d, 20) if cg_steps is None else check_positive_int(cg_steps, "cg_steps")
-    check_generator(generator)
-    xg = x.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=True)
-
-    def hvp_nograd(v):
-        return torch.autograd.grad(g, xg, grad_outputs=v, retain_graph=True)[0].detach()
-
-    values, surrogates = [], []
-    for _ in range(n_probes):
-        gen_dev = generator.device if generator is not None else x.device
-        v = (torch.randint(0, 2, (k, d), generator=generator, device=gen_dev).to(x.device, x.dtype)
-             * 2.0 - 1.0)
-        with torch.no_grad():
-            values.append(_lanczos_logquad(hvp_nograd, v, lanczos_steps))
-            w = _cg(hvp_nograd, v, cg_steps)
-        Hv = torch.autograd.grad(g, xg, grad_outputs=v, create_graph=True)[0]
-        surrogates.append((w * Hv).sum(-1))
-    value = torch.stack(values).mean(0)
-    surrogate = torch.stack(surrogates).mean(0)
-    out = value + (surrogate - surrogate.detach())
-    return (out, g) if return_map else out
+    opt.step(closure)
+    y.grad = None
+    value = objective()
+    (grad,) = torch.autograd.grad(value, y)
+    # the minimiser is defined up to a permutation of the particles: number them so that
+    # particle i of x^{k+1} is the one the optimal assignment sends particle i of x^k to
+    with torch.no_grad():
+        plan = emd(None, None, cost_matrix(y.detach(), anchor)).plan
+    x = y.detach()[plan.argmax(0)].clone()
+    # converged: the gradient (times n, a velocity) is small against the step's own speed
+    moved = float((x - anchor).pow(2).sum(-1).mean().sqrt()) / tau
+    residual = float((n * grad).pow(2).sum(-1).mean().sqrt())
+    return x, value.detach(), residual <= inner_tol * max(moved, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
 # JKO with input-convex networks
-
-
-def _flattened(losses: torch.Tensor, rtol: float) -> bool:
-    """A loss curve has flattened: its mean over the last tenth fell, from the tenth before, by
-    at most rtol times its total fall (from the first tenth)."""
-    n = losses.numel()
-    w = max(2, n // 10)
-    if n < 2 * w:
-        return False
-    first, before, last = (float(losses[:w].mean()), float(losses[-2 * w:-w].mean()),
-                           float(losses[-w:].mean()))
-    return before - last <= rtol * max(first - last, 0.0) + 1e-12 * max(1.0, abs(first))
 
 
 def jko_icnn_objective(psi, x, log_density, energy, tau, method="exact", n_probes=4,
@@ -1109,16 +495,15 @@ def jko_icnn_objective(psi, x, log_density, energy, tau, method="exact", n_probe
     Returns ``(objective, pushed particles, their log-density or None)``. Used by
     :func:`otbook.jko_icnn`, which checks the inputs.
     """
+    energy = as_energy(energy)
     if log_density is not None:
         logdet, y = hessian_logdet(psi, x, method=method, n_probes=n_probes, generator=generator,
                                    return_map=True)
         new_log = log_density - logdet
     else:
-        xg = x.detach().requires_grad_(True)
-        (y,) = torch.autograd.grad(psi(xg).sum(), xg, create_graph=True)
-        new_log = None
+        y, new_log = potential_gradient(psi, x), None
     transport = (y - x).pow(2).sum(-1).mean()
-    return transport / (2.0 * tau) + _call(energy, y, new_log), y, new_log
+    return transport / (2.0 * tau) + energy(y, new_log), y, new_log
 
 
 def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidden=(32, 32),
@@ -1179,7 +564,7 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
         the tracked densities need), and :math:`s > 0` so that :math:`\nabla^2\psi \succeq sI`
         and every map is invertible.
     inner_steps, lr : int, float
-        Adam steps and learning rate of each JKO step (full batch).
+        Adam steps and learning rate of the training inside each JKO step (full batch).
     warm_start : bool
         Start each step from the previous step's network (successive maps are alike), rather
         than from ``model``'s initial state.
@@ -1191,8 +576,8 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
         Draws the probes of the stochastic estimator.
     rtol : float
         An inner training has converged when its loss curve has flattened: the mean of the last
-        tenth of the steps is below the mean of the tenth before by at most ``rtol`` times the
-        total fall.
+        tenth of the steps (at least 2) is below the mean of the tenth before by at most
+        ``rtol`` times the total fall.
     record_every, warn, progress
         As in :func:`particle_flow`; ``warn`` warns when an inner training did not converge.
 
@@ -1215,8 +600,7 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
     True
     """
     x = _check_particles(x)
-    n, d = x.shape
-    energy = _as_energy(energy)
+    energy = as_energy(energy)
     tau = check_positive(tau, "tau")
     n_steps = check_positive_int(n_steps, "n_steps")
     inner_steps = check_positive_int(inner_steps, "inner_steps")
@@ -1225,76 +609,40 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
     record_every = check_positive_int(record_every, "record_every")
     check_generator(generator)
     logdet = check_choice(logdet, "logdet", ("auto", "exact", "stochastic"))
-    method = ("exact" if d <= 10 else "stochastic") if logdet == "auto" else logdet
-    if callable(log_density):
-        log_density = log_density(x)
-    if log_density is not None:
-        log_density = check_potential(log_density, n, "log_density", like=x).detach()
-    if energy.uses_density and log_density is None:
-        raise ValueError("the energy has an internal-energy term, which needs the initial "
-                         "log-density at the particles: pass log_density (a tensor of shape (n,) "
-                         "or a callable)")
-    if model is None:
-        model = ICNN(d, hidden, activation=activation, strong_convexity=strong_convexity,
-                     init="identity", device=x.device, dtype=x.dtype)
-    else:
-        if not isinstance(model, ICNN):
-            raise TypeError(f"model must be an otbook ICNN, got {type(model).__name__}")
-        if model.dim != d:
-            raise ValueError(f"model is an ICNN on R^{model.dim} but the particles are in R^{d}")
-        check_module(model, "model", like=x)
-        model = copy.deepcopy(model)
+    method = ("exact" if x.shape[1] <= 10 else "stochastic") if logdet == "auto" else logdet
+    log_density = _initial_log_density(log_density, x, energy)
+    model = _initial_model(model, x, hidden, activation, strong_convexity)
     initial_state = copy.deepcopy(model.state_dict())
-    caught = _Warnings()
-    first = _scalar(caught.run(_call, energy, x, log_density), "energy", 0).detach()
-    snaps, times, energies, maps, curves, inner_ok = [x.clone()], [0.0], [first], [], [], []
-    stayed = []
-    bar = _bar(progress, n_steps, "JKO-ICNN")
-
+    objective = functools.partial(jko_icnn_objective, energy=energy, tau=tau, method=method,
+                                  n_probes=n_probes, generator=generator)
+    window = loss_window(inner_steps, FULL_BATCH_WINDOW)
+    caught = WarningSummary()
+    with caught:
+        first = energy(x, log_density)
+    snaps, times, energies = [x.clone()], [0.0], [_scalar(first, "energy", 0).detach()]
+    maps, curves, inner_ok, stayed = [], [], [], []
+    bar = _runtime.progress(progress, n_steps, "JKO-ICNN")
     for k in range(n_steps):
         if not warm_start and k > 0:
             model.load_state_dict(initial_state)
-        anchor = x.detach()
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        losses = []
-        model.train()
-        for it in range(inner_steps):
-            loss, _, _ = caught.run(jko_icnn_objective, model, anchor, log_density, energy, tau,
-                                    method, n_probes, generator)
-            loss = _scalar(loss, "the JKO-ICNN objective", k + 1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            model.project_()
-            losses.append(loss.detach())
-        model.eval()
-        curve = torch.stack(losses)
-        curves.append(curve)
-        inner_ok.append(_flattened(curve, rtol))
-        with torch.enable_grad():
-            value, y, new_log = jko_icnn_objective(model, anchor, log_density, energy, tau,
-                                                   method, n_probes, generator)
-        # staying put (the identity map) has objective F(rho_k): a trained map that does no
-        # better is not a JKO step, and taking it could raise the energy
-        current = float(energies[-1])
-        if float(value.detach()) > current + 1e-12 * max(1.0, abs(current)):
+        with caught:
+            curve = _train_potential(model, x, log_density, objective, inner_steps, lr, k)
+            x, log_density, psi = _take_or_stay(model, x, log_density, objective, energies[-1])
+            after = energy(x, log_density)
+        if psi is None:  # stayed put: the next step starts again from the initial network
             stayed.append(k)
-            maps.append(None)
             model.load_state_dict(initial_state)
-        else:
-            x = y.detach()
-            if new_log is not None:
-                log_density = new_log.detach()
-            maps.append(copy.deepcopy(model).requires_grad_(False))
-        energies.append(_scalar(caught.run(_call, energy, x, log_density), "energy", k + 1).detach())
+        maps.append(psi)
+        curves.append(curve)
+        inner_ok.append(loss_flattened(curve, rtol, window))
+        energies.append(_scalar(after, "energy", k + 1).detach())
         _record(k, x, tau, record_every, n_steps, snaps, times, bar, energies[-1])
-    if bar is not None:
-        bar.close()
-    caught.report("jko_icnn", n_steps, warn)
+    bar.close()
+    caught.report("jko_icnn", n_steps + 1, "step(s)", enabled=warn)
     converged = all(inner_ok)
     if warn and not converged:
-        warnings.warn(f"jko_icnn: the inner training had not flattened at {inner_ok.count(False)} "
-                      f"of {n_steps} steps; raise inner_steps or lr", RuntimeWarning, stacklevel=2)
+        _runtime.warn(f"jko_icnn: the inner training had not flattened at "
+                      f"{inner_ok.count(False)} of {n_steps} steps; raise inner_steps or lr")
     return JKOResult(x=x, trajectory=torch.stack(snaps), times=x.new_tensor(times),
                      energies=torch.stack(energies), n_iter=n_steps, converged=converged,
                      log_density=log_density,
@@ -1302,3 +650,60 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
                             "inner_losses": torch.stack(curves), "logdet": method,
                             "stayed": stayed, "warnings": caught.count},
                      maps=maps)
+
+
+def _initial_log_density(log_density, x, energy: Energy):
+    """The checked, detached log-density at the particles (from a tensor, or a callable of
+    them), or ``None`` when none is given and the energy needs none."""
+    if callable(log_density):
+        log_density = log_density(x)
+    if log_density is not None:
+        return check_potential(log_density, x.shape[0], "log_density", like=x).detach()
+    if energy.uses_density:
+        raise ValueError("the energy has an internal-energy term, which needs the initial "
+                         "log-density at the particles: pass log_density (a tensor of shape "
+                         "(n,) or a callable)")
+    return None
+
+
+def _initial_model(model, x, hidden, activation, strong_convexity) -> ICNN:
+    """The network of the first step: a copy of ``model``, or a new ICNN (identity map)."""
+    d = x.shape[1]
+    if model is None:
+        return ICNN(d, hidden, activation=activation, strong_convexity=strong_convexity,
+                    init="identity", device=x.device, dtype=x.dtype)
+    if not isinstance(model, ICNN):
+        raise TypeError(f"model must be an otbook ICNN, got {type(model).__name__}")
+    if model.dim != d:
+        raise ValueError(f"model is an ICNN on R^{model.dim} but the particles are in R^{d}")
+    check_module(model, "model", like=x)
+    return copy.deepcopy(model)
+
+
+def _train_potential(model, anchor, log_density, objective, inner_steps, lr, k) -> torch.Tensor:
+    """Adam on one JKO-ICNN step's objective, full batch, from the model's current state; the
+    loss curve, shape ``(inner_steps,)``."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    model.train()
+    for _ in range(inner_steps):
+        loss, _, _ = objective(model, anchor, log_density)
+        loss = _scalar(loss, "the JKO-ICNN objective", k + 1)
+        optimizer_step(model, opt, loss)
+        losses.append(loss.detach())
+    model.eval()
+    return torch.stack(losses)
+
+
+def _take_or_stay(model, anchor, log_density, objective, current):
+    """Move the particles (and their log-density) by the trained map, or stay put: returns the
+    particles, their log-density and a frozen copy of the map (``None`` when staying)."""
+    with torch.enable_grad():
+        value, y, new_log = objective(model, anchor, log_density)
+    # staying put (the identity map) has objective F(rho_k): a trained map that does no
+    # better is not a JKO step, and taking it could raise the energy
+    current = float(current)
+    if float(value.detach()) > current + 1e-12 * max(1.0, abs(current)):
+        return anchor, log_density, None
+    new_log = None if new_log is None else new_log.detach()
+    return y.detach(), new_log, copy.deepcopy(model).requires_grad_(False)

@@ -8,8 +8,9 @@ in four ways:
   point to. In-sample only.
 * :func:`entropic_map`: the out-of-sample extension of the entropic plan through its potential
   (Pooladian and Niles-Weed), a softmax-weighted average of the target points.
-* :class:`ICNN`: a neural convex potential :math:`\psi` whose gradient is the map (Brenier's
-  theorem), trained with :func:`fit_map`.
+* :func:`fit_map`: train a network to push one sample onto another, for instance an
+  :class:`~otbook.ICNN` (:mod:`otbook.icnn`), a neural convex potential :math:`\psi` whose
+  gradient is the map (Brenier's theorem).
 * :func:`monge_gap`: how far any map is from being optimal for the points it moves (Uscidda and
   Cuturi), a regulariser for maps that are not gradients of convex functions.
 
@@ -19,16 +20,19 @@ Every entropic computation here runs on the Sinkhorn engine (:func:`otbook.sinkh
 
 from __future__ import annotations
 
+import functools
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from . import _runtime
 from ._checks import (
     as_tensor,
+    check_choice,
     check_eps,
+    check_generator,
     check_labels,
     check_module,
     check_clouds,
@@ -39,7 +43,10 @@ from ._checks import (
     check_same_mass,
     check_weights,
 )
+from ._runtime import WarningSummary, block_rows, randperm
+from ._training import MINI_BATCH_WINDOW, loss_flattened, loss_window, optimizer_step
 from .costs import cost_matrix
+from .icnn import ICNN  # also importable as otbook.maps.ICNN, where it used to live
 from .result import OTResult
 from .sinkhorn import eps_relative, sinkhorn, sinkhorn_divergence
 
@@ -48,7 +55,6 @@ __all__ = [
     "soft_labels",
     "entropic_map",
     "EntropicMap",
-    "ICNN",
     "monge_gap",
     "fit_map",
     "MapFit",
@@ -175,10 +181,6 @@ def soft_labels(plan, labels, n_classes: int | None = None) -> torch.Tensor:
 # the entropic map
 
 
-def _block_size(n_cols: int, budget: int = 2**24) -> int:
-    return max(1, budget // max(1, n_cols))
-
-
 class EntropicMap:
     r"""The entropic map :math:`T_\varepsilon`, fitted by :func:`entropic_map`; call it on points.
 
@@ -194,11 +196,18 @@ class EntropicMap:
         The entropic regularisation.
     result : OTResult
         The Sinkhorn solve on the training points (``converged``, ``n_iter``, plan, ...).
+    block_rows : int or None
+        How many points a call maps at a time (each block of points holds a matrix of
+        ``block_rows x m`` entries). ``None`` (the default) sizes the blocks to the device: a
+        few MB on a CPU, so a block stays in cache, more on a GPU. Set it to bound the memory
+        of a call.
     """
 
     def __init__(self, y: torch.Tensor, b: torch.Tensor, g: torch.Tensor, eps: float,
-                 result: OTResult):
+                 result: OTResult, *, block_rows: int | None = None):
         self.y, self.b, self.g, self.eps, self.result = y, b, g, eps, result
+        self.block_rows = (None if block_rows is None
+                           else check_positive_int(block_rows, "block_rows"))
         self._log_b = torch.log(b)
 
     @property
@@ -214,35 +223,36 @@ class EntropicMap:
     def _logits(self, x):
         return self._log_b + (self.g - cost_matrix(x, self.y)) / self.eps
 
-    def _check(self, x):
+    def _blocks(self, x):
+        """The checked points ``x``, in blocks of rows (see :attr:`block_rows`)."""
         x, _ = check_pair_points(x, self.y, names=("x", "y (the map's targets)"))
         if x.ndim != 2:
             raise ValueError(f"x must have shape (k, d), got {tuple(x.shape)}")
-        return x
+        rows = self.block_rows
+        if rows is None:
+            rows = block_rows(x.shape[0], self.y.shape[0], x)
+        else:
+            rows = check_positive_int(rows, "block_rows")
+        return [x[s:s + rows] for s in range(0, x.shape[0], rows)]
 
     def __call__(self, x) -> torch.Tensor:
-        r"""Map points: :math:`T_\varepsilon(x) = \sum_j w_j(x)\, y_j`, with
-        :math:`w(x) = \operatorname{softmax}_j\big(\log b_j + (g_j - \|x - y_j\|^2)/\varepsilon\big)`.
+        r"""Map points: :math:`T_\varepsilon(x) = \sum_j w_j(x)\, y_j`, with weights
+        :math:`w(x) = \operatorname{softmax}_j\big(\log b_j
+        + (g_j - \|x - y_j\|^2)/\varepsilon\big)`.
 
         Differentiable in ``x``. Computed in blocks of rows, so any number of points fits.
         """
-        x = self._check(x)
-        block = _block_size(self.y.shape[0])
-        parts = [torch.softmax(self._logits(x[s:s + block]), dim=-1) @ self.y
-                 for s in range(0, x.shape[0], block)]
+        parts = [torch.softmax(self._logits(xb), dim=-1) @ self.y for xb in self._blocks(x)]
         return torch.cat(parts, 0)
 
     def potential(self, x) -> torch.Tensor:
-        r"""The source potential extended to any point,
-        :math:`f_\varepsilon(x) = -\varepsilon \log \sum_j b_j e^{(g_j - \|x - y_j\|^2)/\varepsilon}`.
+        r"""The source potential extended to any point, :math:`f_\varepsilon(x) =
+        -\varepsilon \log \sum_j b_j e^{(g_j - \|x - y_j\|^2)/\varepsilon}`.
 
         For the cost :math:`\|x - y\|^2` the map is :math:`T_\varepsilon = \mathrm{id} -
         \tfrac12 \nabla f_\varepsilon`.
         """
-        x = self._check(x)
-        block = _block_size(self.y.shape[0])
-        parts = [-self.eps * torch.logsumexp(self._logits(x[s:s + block]), dim=-1)
-                 for s in range(0, x.shape[0], block)]
+        parts = [-self.eps * torch.logsumexp(self._logits(xb), dim=-1) for xb in self._blocks(x)]
         return torch.cat(parts, 0)
 
     def __repr__(self) -> str:
@@ -253,7 +263,7 @@ class EntropicMap:
 def entropic_map(x, y, eps, *, a=None, b=None, tol: float = 1e-6, max_iter: int = 10_000,
                  eps_scaling: float | None = None, warn: bool = True,
                  progress: bool = False) -> EntropicMap:
-    r"""The entropic estimator of the optimal map from samples :math:`x \sim \mu` to :math:`y \sim \nu`.
+    r"""The entropic estimator of the optimal map between the samples ``x`` and ``y``.
 
     Solves the entropic problem between the two weighted clouds (squared Euclidean cost, with
     :func:`otbook.sinkhorn`) and returns the map
@@ -303,180 +313,11 @@ def entropic_map(x, y, eps, *, a=None, b=None, tol: float = 1e-6, max_iter: int 
     res = sinkhorn(a, b, cost_matrix(x, y), eps, tol=tol, max_iter=max_iter,
                    eps_scaling=eps_scaling, warn=False, progress=progress)
     if warn and not res.converged:
-        warnings.warn(
+        _runtime.warn(
             f"entropic_map: the Sinkhorn solve did not converge in {max_iter} iterations "
             f"(criterion {float(res.extra['criterion']):.3g} > tol {tol:g}); the map is built "
-            "from unconverged potentials. Raise max_iter, or use a larger eps or eps_scaling",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+            "from unconverged potentials. Raise max_iter, or use a larger eps or eps_scaling")
     return EntropicMap(y, b, res.g.detach(), eps, res)
-
-
-# --------------------------------------------------------------------------------------------
-# input-convex neural networks
-
-
-_ACTIVATIONS = {
-    "softplus": nn.functional.softplus,
-    "leaky_relu": lambda z: nn.functional.leaky_relu(z, 0.2),
-    "celu": nn.functional.celu,
-}
-
-
-class ICNN(nn.Module):
-    r"""An input-convex neural network :math:`\psi : \R^d \to \R` and its gradient map.
-
-    .. math::
-
-        z_1 = \sigma(A_0 x + c_0), \qquad z_{k+1} = \sigma(W_k z_k + A_k x + c_k),
-
-        \psi(x) = w^\top z_K + \tfrac12 \|L x\|^2 + \tfrac{s}{2} \|x\|^2 + \ell^\top x,
-
-    with :math:`W_k \ge 0`, :math:`w \ge 0` entrywise and :math:`\sigma` convex and
-    non-decreasing, so :math:`\psi` is convex in :math:`x` (Amos, Xu and Kolter, 2017): a
-    non-negative combination of convex functions, composed with a convex non-decreasing one, is
-    convex. The non-negative weights are applied as ``clamp_min(0)`` in the forward pass, so
-    :math:`\psi` is convex whatever the parameters hold; :meth:`project_` clips the stored
-    values (call it after each optimiser step, :func:`fit_map` does) so that no weight sits
-    below zero where it would receive no gradient.
-
-    The quadratic :math:`\tfrac12\|Lx\|^2` carries the linear part of the map (a Gaussian-to-
-    Gaussian Brenier map is exactly representable) and the hidden layers bend it. With
-    ``init="identity"`` the map :math:`\nabla\psi` starts as the identity: :math:`L^\top L + sI =
-    I` and the output weights start at zero (not one: zero keeps the identity exact; their
-    gradients are the activations, so they move at once).
-
-    Parameters
-    ----------
-    dim : int
-        Input dimension :math:`d`.
-    hidden : sequence of int
-        Widths of the hidden layers (at least one).
-    activation : {"celu", "softplus", "leaky_relu"}
-        Convex non-decreasing activation. ``"celu"`` (default; :math:`z` for :math:`z > 0`,
-        :math:`e^z - 1` below) bends sharply at the scale of the data from the first step, so
-        training moves quickly, and keeps a continuous map; ``"softplus"`` is smooth everywhere
-        but nearly linear at that scale until the weights grow; ``"leaky_relu"`` gives a
-        piecewise-constant Jacobian.
-    strong_convexity : float
-        :math:`s \ge 0`: adds :math:`\tfrac s2 \|x\|^2`, making :math:`\psi` :math:`s`-strongly
-        convex and its gradient map invertible with :math:`\|\nabla\psi(x) - \nabla\psi(x')\|
-        \ge s \|x - x'\|`.
-    init : {"identity", "random"}
-        ``"identity"``: :math:`\nabla\psi = \mathrm{id}` at initialisation; ``"random"``: a
-        random convex potential.
-    device, dtype : optional
-        Where the parameters are created (torch's defaults otherwise), as for ``nn.Linear``.
-
-    Examples
-    --------
-    >>> import torch, otbook as ob
-    >>> net = ob.ICNN(2, hidden=(16, 16), dtype=torch.float64)
-    >>> x = torch.randn(5, 2, dtype=torch.float64)
-    >>> torch.allclose(net.transport(x), x)   # identity at initialisation
-    True
-    >>> bool((torch.linalg.eigvalsh(net.hessian(x)) >= -1e-12).all())
-    True
-    """
-
-    def __init__(self, dim: int, hidden=(64, 64), *, activation: str = "celu",
-                 strong_convexity: float = 0.0, init: str = "identity", device=None, dtype=None):
-        super().__init__()
-        dim = check_positive_int(dim, "dim")
-        hidden = tuple(hidden) if not isinstance(hidden, int) else (hidden,)
-        if not hidden:
-            raise ValueError("hidden must list at least one layer width")
-        hidden = tuple(check_positive_int(h, "hidden[...]") for h in hidden)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        if strong_convexity != 0:
-            strong_convexity = check_positive(strong_convexity, "strong_convexity")
-        else:
-            strong_convexity = 0.0
-        if init not in ("identity", "random"):
-            raise ValueError(f"init must be 'identity' or 'random', got {init!r}")
-        kw = {"device": device, "dtype": dtype}
-        self.dim, self.hidden, self.activation = dim, hidden, activation
-        self.strong_convexity = strong_convexity
-        self._sigma = _ACTIVATIONS[activation]
-        # x-paths (unconstrained) and z-paths (non-negative)
-        self.A = nn.ModuleList([nn.Linear(dim, h, **kw) for h in hidden])
-        self.W = nn.ParameterList([nn.Parameter(torch.empty(h_out, h_in, **kw))
-                                   for h_in, h_out in zip(hidden[:-1], hidden[1:])])
-        self.w = nn.Parameter(torch.empty(hidden[-1], **kw))
-        self.L = nn.Parameter(torch.empty(dim, dim, **kw))
-        self.linear = nn.Parameter(torch.zeros(dim, **kw))
-        self.reset_parameters(init)
-
-    @torch.no_grad()
-    def reset_parameters(self, init: str = "identity") -> None:
-        """Re-initialise (``"identity"``: the gradient map is the identity)."""
-        for lin in self.A:
-            lin.reset_parameters()
-        for W in self.W:  # non-negative, scaled so a layer roughly keeps its input's size
-            W.uniform_(0.0, 2.0 / W.shape[1])
-        self.linear.zero_()
-        if init == "identity":
-            self.w.zero_()
-            scale = math.sqrt(max(1.0 - self.strong_convexity, 0.0))
-            self.L.copy_(scale * torch.eye(self.dim, dtype=self.L.dtype, device=self.L.device))
-        else:
-            self.w.uniform_(0.0, 2.0 / self.w.shape[0])
-            nn.init.normal_(self.L, std=1.0 / math.sqrt(self.dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The potential :math:`\\psi(x)`, shape ``(k,)`` for ``x`` of shape ``(k, d)``."""
-        z = self._sigma(self.A[0](x))
-        for A, W in zip(self.A[1:], self.W):
-            z = self._sigma(z @ W.clamp_min(0.0).T + A(x))
-        out = z @ self.w.clamp_min(0.0) + 0.5 * ((x @ self.L.T) ** 2).sum(-1) + x @ self.linear
-        if self.strong_convexity:
-            out = out + 0.5 * self.strong_convexity * (x * x).sum(-1)
-        return out
-
-    def transport(self, x, create_graph: bool | None = None) -> torch.Tensor:
-        r"""The map :math:`\nabla\psi(x)`, shape ``(k, d)``, by automatic differentiation.
-
-        ``create_graph`` (default: whether gradients are enabled where it is called) keeps the
-        graph, so that a loss on the mapped points can be back-propagated to the parameters.
-        Under ``torch.no_grad()`` the result is detached.
-        """
-        x = as_tensor(x, "x", like=self.L)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (k, {self.dim}), got {tuple(x.shape)}")
-        if create_graph is None:
-            create_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            xg = x if x.requires_grad else x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self(xg).sum(), xg, create_graph=create_graph)
-        return grad
-
-    def hessian(self, x) -> torch.Tensor:
-        r"""The Hessian :math:`\nabla^2\psi(x)`, shape ``(k, d, d)`` (the Jacobian of the map).
-
-        Positive semi-definite at every point: that is what convexity means.
-        """
-        x = as_tensor(x, "x", like=self.L)
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            grad = self.transport(xg, create_graph=True)
-            rows = [torch.autograd.grad(grad[:, i].sum(), xg, retain_graph=i < self.dim - 1)[0]
-                    for i in range(self.dim)]
-        H = torch.stack(rows, 1).detach()
-        return 0.5 * (H + H.transpose(-1, -2))
-
-    @torch.no_grad()
-    def project_(self) -> "ICNN":
-        """Clip the non-negative weights at zero, in place (after an optimiser step)."""
-        for W in self.W:
-            W.clamp_(min=0.0)
-        self.w.clamp_(min=0.0)
-        return self
-
-    def extra_repr(self) -> str:
-        return (f"dim={self.dim}, hidden={self.hidden}, activation={self.activation!r}, "
-                f"strong_convexity={self.strong_convexity}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,12 +391,9 @@ def monge_gap(x, y, eps, *, a=None, tol: float = 1e-6, max_iter: int = 10_000,
     res = sinkhorn(a, a, cost_matrix(x, y), eps, tol=tol, max_iter=max_iter,
                    eps_scaling=eps_scaling, warn=False)
     if warn and not res.converged:
-        warnings.warn(
+        _runtime.warn(
             f"monge_gap: the Sinkhorn solve did not converge in {max_iter} iterations; the gap "
-            "is inexact. Raise max_iter, or use a larger eps or eps_scaling",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+            "is inexact. Raise max_iter, or use a larger eps or eps_scaling")
     return displacement - res.value
 
 
@@ -608,10 +446,11 @@ def _apply(model, x):
     return model(x)
 
 
-def fit_map(model, x, y, *, eps, monge_gap_weight: float = 0.0, monge_gap_eps: float | None = None,
-            n_steps: int = 500, batch_size: int = 256, lr: float = 1e-3, optimizer=None,
-            lr_schedule: str = "constant", generator=None, rtol: float = 0.05, sinkhorn_tol: float = 1e-3,
-            sinkhorn_max_iter: int = 2000, warn: bool = True, progress: bool = False) -> MapFit:
+def fit_map(model, x, y, *, eps, monge_gap_weight: float = 0.0,
+            monge_gap_eps: float | None = None, n_steps: int = 500, batch_size: int = 256,
+            lr: float = 1e-3, optimizer=None, lr_schedule: str = "constant", generator=None,
+            rtol: float = 0.05, sinkhorn_tol: float = 1e-3, sinkhorn_max_iter: int = 2000,
+            warn: bool = True, progress: bool = False) -> MapFit:
     r"""Train a map :math:`T` that pushes the samples ``x`` onto the samples ``y``.
 
     Each step draws a batch from each sample and takes one optimiser step on
@@ -687,9 +526,7 @@ def fit_map(model, x, y, *, eps, monge_gap_weight: float = 0.0, monge_gap_eps: f
     True
     """
     x, y = check_clouds(x, y)
-    check_module(model, "model", like=x)
-    if isinstance(model, ICNN) and model.dim != x.shape[1]:
-        raise ValueError(f"model is an ICNN on R^{model.dim} but the points are in R^{x.shape[1]}")
+    _check_model(model, x)
     eps = check_eps(eps)
     lam = 0.0 if monge_gap_weight == 0 else check_positive(monge_gap_weight, "monge_gap_weight")
     gap_eps = None if monge_gap_eps is None else check_positive(monge_gap_eps, "monge_gap_eps")
@@ -698,96 +535,105 @@ def fit_map(model, x, y, *, eps, monge_gap_weight: float = 0.0, monge_gap_eps: f
     rtol = check_positive(rtol, "rtol")
     sinkhorn_tol = check_positive(sinkhorn_tol, "sinkhorn_tol")
     sinkhorn_max_iter = check_positive_int(sinkhorn_max_iter, "sinkhorn_max_iter")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if optimizer is None:
-        lr = check_positive(lr, "lr")
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    elif not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    check_generator(generator)
+    optimizer = _optimizer(model, optimizer, lr)
+    lr_schedule = check_choice(lr_schedule, "lr_schedule", ("constant", "cosine"))
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     x, y = x.detach(), y.detach()
+    loss_fn = functools.partial(_map_loss, eps=eps, lam=lam, gap_eps=gap_eps, tol=sinkhorn_tol,
+                                max_iter=sinkhorn_max_iter)
+    caught = WarningSummary()  # unconverged Sinkhorn solves inside the loss: counted, reported once
+    curves = {"fit": [], "monge_gap": [], "total": []}
+    bar = _runtime.progress(progress, n_steps, "fit_map")
+    model.train()
+    for step in range(n_steps):
+        xb, yb = _batch(x, batch_size, generator), _batch(y, batch_size, generator)
+        with caught:
+            fit, gap, loss = loss_fn(model, xb, yb)
+        if lr_schedule == "cosine":
+            _cosine_lr(optimizer, base_lrs, step, n_steps)
+        optimizer_step(model, optimizer, loss)
+        for curve, value in zip(curves.values(), (fit, gap, loss)):
+            curve.append(value.detach())
+        bar.update(1)
+        if progress and (step % 10 == 9 or step == n_steps - 1):  # float() waits for the device
+            bar.set_postfix(loss=f"{float(loss):.3g}")
+    bar.close()
+    model.eval()
+    losses = {name: torch.stack(curve) for name, curve in curves.items()}
+    window = loss_window(n_steps, MINI_BATCH_WINDOW)
+    converged = loss_flattened(losses["total"], rtol, window)
+    if warn:
+        _report_fit(converged, n_steps, window, rtol, caught)
+    return MapFit(model=model, losses=losses, n_iter=n_steps, converged=converged,
+                  extra={"sinkhorn_unconverged": caught.count, "window": window, "rtol": rtol})
+
+
+def _check_model(model, x):
+    """``model`` is a module on ``x``'s dtype and device that maps ``(k, d)`` to ``(k, d)``."""
+    check_module(model, "model", like=x)
+    if isinstance(model, ICNN) and model.dim != x.shape[1]:
+        raise ValueError(f"model is an ICNN on R^{model.dim} but the points are in "
+                         f"R^{x.shape[1]}")
     with torch.no_grad():
-        probe = _apply(model, x[:2])
+        probe = _apply(model, x[:2].detach())
     if not isinstance(probe, torch.Tensor) or probe.shape != x[:2].shape:
         raise ValueError(f"model must map points of shape (k, {x.shape[1]}) to the same shape, "
                          f"got {tuple(getattr(probe, 'shape', ()))}")
 
-    def batch(sample):
-        k = sample.shape[0]
-        if k <= batch_size:
-            return sample
-        dev = generator.device if generator is not None else torch.device("cpu")
-        idx = torch.randperm(k, generator=generator, device=dev)[:batch_size]
-        return sample[idx.to(sample.device)]
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+def _optimizer(model, optimizer, lr) -> torch.optim.Optimizer:
+    """The optimiser given, or Adam on the model's parameters."""
+    if optimizer is None:
+        return torch.optim.Adam(model.parameters(), lr=check_positive(lr, "lr"))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
+    return optimizer
 
-        bar = tqdm(total=n_steps, desc="fit_map", leave=False)
-    fits, gaps, totals = [], [], []
-    unconverged = 0
-    model.train()
-    for step in range(n_steps):
-        xb, yb = batch(x), batch(y)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            mapped = _apply(model, xb)
-            fit = sinkhorn_divergence(mapped, yb, eps, tol=sinkhorn_tol, max_iter=sinkhorn_max_iter)
-            loss = fit
-            gap = fit.new_zeros(())
-            if lam:
-                e = gap_eps if gap_eps is not None else eps_relative(
-                    cost_matrix(xb, mapped.detach()), 0.05)
-                gap = monge_gap(xb, mapped, e, tol=sinkhorn_tol, max_iter=sinkhorn_max_iter)
-                loss = fit + lam * gap
-        if any(issubclass(w.category, RuntimeWarning) for w in caught):
-            unconverged += 1
-        for w in caught:  # anything else is not ours to hide
-            if not issubclass(w.category, RuntimeWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if lr_schedule == "cosine":
-            factor = 0.5 * (1.0 + math.cos(math.pi * step / n_steps))
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * factor
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if isinstance(model, ICNN):
-            model.project_()
-        fits.append(fit.detach())
-        gaps.append(gap.detach())
-        totals.append(loss.detach())
-        if bar is not None and (step % 10 == 9 or step == n_steps - 1):
-            bar.update(step + 1 - bar.n)
-            bar.set_postfix(loss=f"{float(loss):.3g}")
-    if bar is not None:
-        bar.close()
-    model.eval()
-    losses = {"fit": torch.stack(fits), "monge_gap": torch.stack(gaps), "total": torch.stack(totals)}
-    window = max(5, n_steps // 10)
-    converged = False
-    if n_steps >= 2 * window:
-        first = float(losses["total"][:window].mean())
-        last = float(losses["total"][-window:].mean())
-        before = float(losses["total"][-2 * window:-window].mean())
-        converged = before - last <= rtol * max(first - last, 0.0)
-        reason = (f"the loss was still falling after {n_steps} steps (its mean over the last "
-                  f"{window} steps fell by more than rtol={rtol:g} times its total fall so far)")
-    else:
-        reason = f"{n_steps} steps are too few to judge convergence (it takes {2 * window})"
-    if warn and not converged:
-        warnings.warn(f"fit_map: {reason}; train longer or raise the learning rate",
-                      RuntimeWarning, stacklevel=2)
-    if warn and unconverged:
-        warnings.warn(
-            f"fit_map: a Sinkhorn solve inside the loss did not converge at {unconverged} of "
-            f"{n_steps} steps; raise sinkhorn_max_iter or eps",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return MapFit(model=model, losses=losses, n_iter=n_steps, converged=converged,
-                  extra={"sinkhorn_unconverged": unconverged, "window": window, "rtol": rtol})
+
+def _batch(sample: torch.Tensor, batch_size: int, generator) -> torch.Tensor:
+    """``batch_size`` points drawn without replacement (the whole sample when it is smaller)."""
+    k = sample.shape[0]
+    if k <= batch_size:
+        return sample
+    return sample[randperm(k, like=sample, generator=generator)[:batch_size]]
+
+
+def _map_loss(model, xb, yb, *, eps, lam, gap_eps, tol, max_iter):
+    """:func:`fit_map`'s loss on one pair of batches: ``(fit, Monge gap, total)``, the gap zero
+    when its weight ``lam`` is."""
+    mapped = _apply(model, xb)
+    fit = sinkhorn_divergence(mapped, yb, eps, tol=tol, max_iter=max_iter)
+    if not lam:
+        return fit, fit.new_zeros(()), fit
+    # by default the gap's eps follows the map (5 % of the current mean cost), so that its
+    # Sinkhorn solve stays well conditioned as the map moves
+    e = gap_eps if gap_eps is not None else eps_relative(cost_matrix(xb, mapped.detach()), 0.05)
+    gap = monge_gap(xb, mapped, e, tol=tol, max_iter=max_iter)
+    return fit, gap, fit + lam * gap
+
+
+def _cosine_lr(optimizer, base_lrs, step: int, n_steps: int) -> None:
+    """Set the learning rates of ``step`` on a half cosine from ``base_lrs`` down to zero."""
+    factor = 0.5 * (1.0 + math.cos(math.pi * step / n_steps))
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+
+
+def _report_fit(converged, n_steps, window, rtol, caught: WarningSummary) -> None:
+    """:func:`fit_map`'s warnings: the loss had not flattened, Sinkhorn solves did not converge
+    (pointing at the caller of :func:`fit_map`)."""
+    if not converged:
+        if n_steps >= 2 * window:
+            reason = (f"the loss was still falling after {n_steps} steps (its mean over the last "
+                      f"{window} steps fell by more than rtol={rtol:g} times its total fall so "
+                      "far)")
+        else:
+            reason = f"{n_steps} steps are too few to judge convergence (it takes {2 * window})"
+        _runtime.warn(f"fit_map: {reason}; train longer or raise the learning rate",
+                      stacklevel=3)
+    if caught.count:
+        _runtime.warn(f"fit_map: a Sinkhorn solve inside the loss did not converge at "
+                      f"{caught.count} of {n_steps} steps; raise sinkhorn_max_iter or eps (the "
+                      f"first: {caught.first})", stacklevel=3)

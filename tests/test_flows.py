@@ -1,4 +1,4 @@
-"""Wasserstein gradient flows: particle flows, the JKO scheme, JKO-ICNN, Hessian log-determinants."""
+"""Wasserstein gradient flows: particle flows, the JKO scheme on particles, JKO-ICNN."""
 
 import math
 import warnings
@@ -8,12 +8,7 @@ import pytest
 import torch
 
 import otbook as ob
-
-F64 = torch.float64
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
+from helpers import F64, bad_inputs, gen, raises_clearly
 
 
 def quadratic(lam=1.0):
@@ -191,65 +186,16 @@ def test_jko_particles_with_sinkhorn_moves_a_cloud_down_a_linear_potential():
     assert res.decreasing()
 
 
-# ---------------------------------------------------------------- Hessian log-determinants
-
-
-def reference_logdet(net, x):
-    """torch.logdet of the Hessian from torch.autograd.functional.hessian, point by point."""
-    out = []
-    for p in x:
-        H = torch.autograd.functional.hessian(lambda z: net(z[None])[0], p, create_graph=True)
-        out.append(torch.logdet(H))
-    return torch.stack(out)
-
-
-@pytest.mark.parametrize("d", [1, 2, 4])
-def test_hessian_logdet_exact_matches_torch_logdet_with_gradients(d):
-    torch.manual_seed(d)
-    net = ob.ICNN(d, hidden=(8, 8), init="random", strong_convexity=0.2, dtype=F64)
-    x = torch.randn(6, d, generator=gen(d), dtype=F64)
-    ours = ob.hessian_logdet(net, x)
-    ref = reference_logdet(net, x)
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
-    g_ours = torch.autograd.grad(ours.sum(), list(net.parameters()), allow_unused=True)
-    g_ref = torch.autograd.grad(ref.sum(), list(net.parameters()), allow_unused=True)
-    for a, b in zip(g_ours, g_ref):
-        if b is None:
-            assert a is None or float(a.abs().max()) == 0
-        else:
-            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
-    logdet, grad_psi = ob.hessian_logdet(net, x, return_map=True)
-    torch.testing.assert_close(grad_psi, net.transport(x))
-
-
-def test_hessian_logdet_stochastic_estimator_is_unbiased():
-    from otbook.flows import _lanczos_logquad
-
-    d, p = 5, 300
-    torch.manual_seed(0)
-    net = ob.ICNN(d, hidden=(16,), init="random", strong_convexity=0.5, dtype=F64)
-    x = torch.randn(8, d, generator=gen(0), dtype=F64)
-    exact = ob.hessian_logdet(net, x)
-    H = net.hessian(x)
-    ev, U = torch.linalg.eigh(H)
-    log_h = U @ torch.diag_embed(ev.log()) @ U.transpose(-1, -2)
-    # Lanczos with d steps is exact for each probe: v^T log(H) v
-    v = torch.randn(8, d, generator=gen(1), dtype=F64)
-    quad = _lanczos_logquad(lambda u: (H @ u[..., None])[..., 0], v, d)
-    torch.testing.assert_close(quad, (v[:, None, :] @ log_h @ v[..., None])[:, 0, 0])
-    # what is left is Hutchinson's noise: per probe, variance 2 sum_{i != j} log(H)_ij^2
-    est = ob.hessian_logdet(net, x, method="stochastic", n_probes=p, lanczos_steps=d,
-                            cg_steps=d, generator=gen(2))
-    off = (log_h ** 2).sum((-1, -2)) - (torch.diagonal(log_h, dim1=-2, dim2=-1) ** 2).sum(-1)
-    z = (est - exact).detach().abs() / (2 * off / p).sqrt()
-    assert float(z.max()) < 4.0, z
-    g_ex = torch.autograd.grad(exact.sum(), net.A[0].weight)[0]
-    g_st = torch.autograd.grad(est.sum(), net.A[0].weight)[0]
-    assert float((g_st - g_ex).norm() / g_ex.norm()) < 0.2
-    # the identity Hessian: exact from a single probe
-    one = ob.ICNN(d, hidden=(4,), dtype=F64)   # identity map at initialisation: H = I
-    zero = ob.hessian_logdet(one, x, method="stochastic", n_probes=1, generator=gen(3))
-    torch.testing.assert_close(zero.detach(), torch.zeros(8, dtype=F64), atol=1e-10, rtol=0)
+def test_jko_particles_passes_its_sinkhorn_budget_and_summarises_the_warnings():
+    x = torch.randn(10, 2, generator=gen(10), dtype=F64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ob.jko_particles(x, quadratic(), tau=1.0, n_steps=2, eps=1e-2, inner_steps=3,
+                               sinkhorn_max_iter=2)
+    messages = [str(w.message) for w in caught]
+    assert all(m.startswith("jko_particles") for m in messages), messages   # no solve's own
+    assert any("2 of 3 step(s) warned" in m and "did not converge" in m for m in messages)
+    assert res.extra["warnings"] == 2   # the steps, not the start (no Sinkhorn solve there)
 
 
 # ---------------------------------------------------------------- JKO-ICNN
@@ -330,36 +276,6 @@ def test_jko_icnn_never_takes_a_step_that_raises_the_objective():
     torch.testing.assert_close(res.push(x), x)
 
 
-# ---------------------------------------------------------------- energies as objects
-
-
-def test_energy_algebra_and_terms():
-    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64)
-    V = quadratic()
-    F = 2 * V + ob.Energy(lambda z: z.sum(), "sum") + (lambda z: z.mean())
-    assert "2 * potential" in repr(F) and "sum" in repr(F)
-    assert float(F(x)) == pytest.approx(2 * 7.5 + 10 + 2.5)
-    terms = F.terms(x)
-    assert set(terms) == {"potential", "sum", "<lambda>"} and float(terms["potential"]) == 15.0
-    assert float(sum([V, V])(x)) == pytest.approx(15.0)
-    assert not F.uses_density and (F + ob.internal_energy()).uses_density
-
-
-def test_internal_energy_with_known_density_is_exact():
-    x = torch.zeros(3, 1, dtype=F64)
-    ld = torch.log(torch.tensor([0.5, 1.0, 2.0], dtype=F64))
-    assert float(ob.internal_energy("entropy")(x, ld)) == pytest.approx(float(ld.mean()))
-    assert float(ob.internal_energy("porous", m=3.0)(x, ld)) == pytest.approx((0.25 + 1 + 4) / 3 / 2)
-    f = ob.internal_energy(lambda r: r ** 2)     # int rho^2 = E rho
-    assert float(f(x, ld)) == pytest.approx(3.5 / 3)
-
-
-def test_kde_entropy_of_a_gaussian_sample():
-    x = torch.randn(2000, 1, generator=gen(8), dtype=F64)
-    neg_entropy = float(ob.internal_energy("entropy")(x))
-    assert abs(neg_entropy - (-0.5 * math.log(2 * math.pi * math.e))) < 0.05
-
-
 # ---------------------------------------------------------------- bad inputs
 
 
@@ -386,8 +302,7 @@ def test_non_finite_particles(bad):
             call()
 
 
-@pytest.mark.parametrize(
-    "call, exc, match",
+@bad_inputs(
     [
         (lambda: ob.particle_flow(torch.zeros(0, 2), quadratic(), step=0.1, n_steps=2), ValueError, "x is empty"),
         (lambda: ob.particle_flow(torch.zeros(2, 3, 2), quadratic(), step=0.1, n_steps=2), ValueError, r"shape \(n, d\)"),
@@ -408,38 +323,11 @@ def test_non_finite_particles(bad):
         (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, model=ob.ICNN(3)), ValueError, "R\\^3"),
         (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, model=torch.nn.Linear(2, 1)), TypeError, "ICNN"),
         (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, logdet="svd"), ValueError, "logdet must be one of"),
-        (lambda: ob.internal_energy("gibbs"), ValueError, "kind must be one of"),
-        (lambda: ob.internal_energy("porous", m=1.0), ValueError, "m must be > 1"),
-        (lambda: ob.internal_energy(bandwidth=0.0), ValueError, "bandwidth must be"),
-        (lambda: ob.potential_energy(3.0), TypeError, "V must be callable"),
-        (lambda: ob.potential_energy(lambda x: x)(torch.ones(3, 2)), ValueError, "V must map"),
-        (lambda: ob.interaction_energy(lambda z: z)(torch.ones(3, 2)), ValueError, "W must map"),
-        (lambda: ob.interaction_energy(lambda z: z[:, 0])(torch.ones(1, 2)), ValueError, "at least 2 particles"),
-        (lambda: ob.mmd_energy(torch.ones(3, 2), kernel="cauchy"), ValueError, "kernel must be one of"),
-        (lambda: ob.mmd_energy(torch.ones(3, 2))(torch.ones(3, 3)), ValueError, "feature dimension"),
-        (lambda: ob.sinkhorn_energy(torch.ones(3, 2), eps=-1), ValueError, "eps must be"),
-        (lambda: ob.sinkhorn_energy(torch.tensor([[np.nan, 1.0]]), eps=1), ValueError, "target contains NaN"),
-        (lambda: ob.hessian_logdet(torch.nn.Linear(2, 1), torch.ones(3, 2), method="qr"), ValueError, "method must be one of"),
-        (lambda: ob.hessian_logdet("net", torch.ones(3, 2)), TypeError, "model must be a torch.nn.Module"),
-        (lambda: ob.hessian_logdet(ob.ICNN(2, dtype=F64), torch.ones(3, 2, dtype=F64), method="stochastic", lanczos_steps=3), ValueError, "lanczos_steps must be at most"),
-        (lambda: ob.hessian_logdet(ob.ICNN(2), torch.ones(3, 2, dtype=F64)), TypeError, "dtype"),
-        (lambda: 2 * quadratic() * float("inf"), ValueError, "finite number"),
+        (lambda: ob.jko_particles(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, eps=0.1, sinkhorn_max_iter=0), ValueError, "sinkhorn_max_iter must be at least 1"),
     ],
 )
 def test_bad_input(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
-
-
-def test_hessian_logdet_refuses_a_non_convex_potential():
-    class Concave(torch.nn.Module):
-        def forward(self, x):
-            return -(x ** 2).sum(-1)
-
-    with pytest.raises(ValueError, match="not positive definite"):
-        ob.hessian_logdet(Concave(), torch.ones(3, 2))
-    with pytest.raises(ValueError, match="not positive definite"):
-        ob.hessian_logdet(Concave(), torch.ones(3, 2), method="stochastic")
+    raises_clearly(call, exc, match)
 
 
 def test_warnings_from_inside_the_flow_are_summarised_once():

@@ -1,4 +1,4 @@
-"""Transport maps: barycentric projection, soft labels, the entropic map, ICNNs, the Monge gap."""
+"""Transport maps: barycentric projection, soft labels, the entropic map, the Monge gap, fit_map."""
 
 import math
 
@@ -9,12 +9,7 @@ import torch
 from torch import nn
 
 import otbook as ob
-
-F64 = torch.float64
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
+from helpers import F64, bad_inputs, gen, raises_clearly
 
 
 def gaussians(seed=0):
@@ -156,81 +151,18 @@ def test_entropic_map_dtype_device_blocks_and_warning(device):
     T = ob.entropic_map(x, y, 0.5, tol=1e-4)
     out = T(torch.randn(5, 2).to(device))
     assert out.dtype == torch.float32 and out.device.type == device.type
-    from otbook import maps
-
     z = torch.randn(50, 2).to(device)
-    full = T(z)
-    old = maps._block_size
-    maps._block_size = lambda m: 7  # several blocks: same answer
-    try:
-        torch.testing.assert_close(T(z), full)
-    finally:
-        maps._block_size = old
+    full, pot = T(z), T.potential(z)
+    T.block_rows = 7  # several blocks: the same answer
+    torch.testing.assert_close(T(z), full)
+    torch.testing.assert_close(T.potential(z), pot)
+    T.block_rows = 0
+    with pytest.raises(ValueError, match="block_rows must be at least 1"):
+        T(z)
     with pytest.warns(RuntimeWarning, match="entropic_map: the Sinkhorn solve did not converge"):
         T = ob.entropic_map(x, y + 5, 1e-3, max_iter=3)
     assert T.converged is False
     assert "converged=False" in repr(T)
-
-
-# ---------------------------------------------------------------- ICNN
-
-
-def test_icnn_identity_init_and_strong_convexity():
-    x = torch.randn(20, 3, dtype=F64)
-    for s in [0.0, 0.5, 2.0]:
-        net = ob.ICNN(3, hidden=(8, 8), strong_convexity=s, dtype=F64)
-        expected = x if s <= 1 else s * x
-        torch.testing.assert_close(net.transport(x), expected)
-    net = ob.ICNN(3, hidden=(8,), strong_convexity=0.7, init="random", dtype=F64)
-    assert float(torch.linalg.eigvalsh(net.hessian(x)).min()) >= 0.7 - 1e-10
-
-
-@pytest.mark.parametrize("activation", ["softplus", "leaky_relu", "celu"])
-def test_icnn_is_convex_even_with_negative_raw_weights(activation):
-    torch.manual_seed(0)
-    net = ob.ICNN(2, hidden=(16, 16, 16), activation=activation, init="random", dtype=F64)
-    with torch.no_grad():  # raw weights of either sign: the forward pass clamps them
-        for W in net.W:
-            W.normal_()
-        net.w.normal_()
-    g = gen(8)
-    x = 3 * torch.randn(500, 2, generator=g, dtype=F64)
-    z = 3 * torch.randn(500, 2, generator=g, dtype=F64)
-    t = torch.rand(500, 1, generator=g, dtype=F64)
-    lhs = net(t * x + (1 - t) * z)
-    rhs = t[:, 0] * net(x) + (1 - t[:, 0]) * net(z)
-    assert bool((lhs <= rhs + 1e-9).all())
-    if activation != "leaky_relu":  # piecewise linear: a zero Hessian almost everywhere
-        assert float(torch.linalg.eigvalsh(net.hessian(x[:100])).min()) > -1e-9
-    # monotone gradient: <grad(x) - grad(z), x - z> >= 0
-    assert bool((((net.transport(x) - net.transport(z)) * (x - z)).sum(1) >= -1e-9).all())
-    net.project_()
-    assert all(bool((W >= 0).all()) for W in net.W) and bool((net.w >= 0).all())
-
-
-def test_icnn_represents_the_gaussian_map_exactly():
-    m1, S1, m2, S2 = gaussians()
-    T = ob.gaussian_map(m1, S1, m2, S2)
-    net = ob.ICNN(2, hidden=(4,), dtype=F64)
-    evals, evecs = torch.linalg.eigh(T.A)
-    with torch.no_grad():
-        net.L.copy_((evecs * evals.sqrt()) @ evecs.T)
-        net.linear.copy_(m2 - T.A @ m1)
-    x = torch.randn(50, 2, dtype=F64)
-    torch.testing.assert_close(net.transport(x), T(x))
-    torch.testing.assert_close(net.hessian(x), T.A.expand(50, 2, 2))
-
-
-def test_icnn_transport_graph_and_dtype(device):
-    net = ob.ICNN(2, hidden=(8,), init="random").to(device)
-    x = torch.randn(6, 2, device=device)
-    with torch.no_grad():
-        out = net.transport(x)
-    assert not out.requires_grad and out.device.type == device.type
-    out = net.transport(x)  # with gradients enabled: back-propagates to the parameters
-    out.sum().backward()
-    assert net.A[0].weight.grad is not None
-    assert net.transport(x.cpu().numpy()).shape == (6, 2)
 
 
 # ---------------------------------------------------------------- the Monge gap
@@ -340,6 +272,9 @@ def test_fit_map_on_device(device):
     fit = ob.fit_map(net, x, x + 1, eps=0.1, n_steps=4, batch_size=16, warn=False,
                      generator=torch.Generator(device=device).manual_seed(0))
     assert fit.losses["total"].device.type == device.type and fit(x).device.type == device.type
+    # without a generator the batches come from the global generator of the data's device
+    fit = ob.fit_map(net, x, x + 1, eps=0.1, n_steps=2, batch_size=16, warn=False)
+    assert fit.losses["total"].shape == (2,)
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -351,8 +286,7 @@ X = torch.randn(10, 2, dtype=F64)
 m1, S1, m2, S2 = gaussians()
 
 
-@pytest.mark.parametrize(
-    "call, exc, match",
+@bad_inputs(
     [
         (lambda: ob.barycentric_projection(P3, torch.randn(5, 2, dtype=F64)), ValueError,
          "y has 5 points but plan has 4 columns"),
@@ -379,14 +313,6 @@ m1, S1, m2, S2 = gaussians()
         (lambda: ob.entropic_map(X[None], X[None], 0.1), ValueError, "x must have shape \\(n, d\\)"),
         (lambda: ob.entropic_map(X, X, 0.1)(torch.randn(3, 5, dtype=F64)), ValueError, "same feature dimension"),
         (lambda: ob.entropic_map(X, X, 0.1)(torch.randn(3, 2)), TypeError, "dtype"),
-        (lambda: ob.ICNN(0), ValueError, "dim must be at least 1"),
-        (lambda: ob.ICNN(2, hidden=()), ValueError, "hidden must list"),
-        (lambda: ob.ICNN(2, hidden=(4, 0)), ValueError, "hidden"),
-        (lambda: ob.ICNN(2, activation="relu6"), ValueError, "activation must be one of"),
-        (lambda: ob.ICNN(2, init="zeros"), ValueError, "init must be"),
-        (lambda: ob.ICNN(2, strong_convexity=-1.0), ValueError, "strong_convexity"),
-        (lambda: ob.ICNN(2.5), TypeError, "dim must be an integer"),
-        (lambda: ob.ICNN(2).transport(torch.randn(4, 3)), ValueError, "x must have shape \\(k, 2\\)"),
         (lambda: ob.monge_gap(X, X[:5], 0.1), ValueError, "x has 10 points, y has 5"),
         (lambda: ob.monge_gap(X, X, -1.0), ValueError, "eps must be"),
         (lambda: ob.monge_gap(X, X[:, :1], 0.1), ValueError, "same feature dimension"),
@@ -406,5 +332,4 @@ m1, S1, m2, S2 = gaussians()
     ],
 )
 def test_bad_input(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
+    raises_clearly(call, exc, match)
