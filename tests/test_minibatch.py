@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import otbook as ob
-from otbook.minibatch import _north_west, partition
+from otbook.minibatch import partition
+from otbook.minibatch._couplings import north_west
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STRATEGIES = [("paired", None), ("all_pairs", None), ("optimal", None), ("random", 12),
@@ -161,7 +162,7 @@ def test_partition_rule():
 
 
 def test_north_west_corner():
-    G = _north_west(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.6]))
+    G = north_west(np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.6]))
     np.testing.assert_allclose(G, [[0.4, 0.1], [0.0, 0.3], [0.0, 0.2]])
 
 
