@@ -2,7 +2,7 @@
 # Each target creates .venv and installs what it needs on first use.
 #
 #   make book      build the HTML book, executing every chapter   -> _build/html/index.html
-#   make test      unit tests + every chapter of _toc.yml executed afresh + every page of the
+#   make test      unit tests + the library's docstring examples + every chapter of _toc.yml executed afresh + every page of the
 #                  built book checked in headless Chromium (screenshots -> _build/screenshots)
 #   make pages     the page check alone (tests/test_pages.py)
 #   make browser   install Debian's chromium for the page check, when missing (apt-get, as root)
@@ -37,10 +37,10 @@ book: $(STAMP)
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html (each chapter's executed .ipynb beside its page)"
 
 test: $(STAMP) browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests otbook
 
 unit: $(STAMP)
-	$(PY) -m pytest tests --ignore=tests/test_chapters.py --ignore=tests/test_pages.py
+	$(PY) -m pytest tests otbook --ignore=tests/test_chapters.py --ignore=tests/test_pages.py
 
 pages: $(STAMP) browser
 	$(PY) -m pytest tests/test_pages.py

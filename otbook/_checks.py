@@ -32,6 +32,13 @@ __all__ = [
     "check_symmetric",
     "check_unit_interval",
     "check_generator",
+    "check_gaussians",
+    "check_int_at_most",
+    "check_choice",
+    "check_callable",
+    "check_nonnegative",
+    "check_relaxation",
+    "check_codes",
 ]
 
 
@@ -206,6 +213,24 @@ def check_covariance(S, name: str, like: torch.Tensor | None = None) -> torch.Te
     return t
 
 
+def check_gaussians(m1, S1, m2, S2):
+    """Two Gaussians ``N(m1, S1)``, ``N(m2, S2)``: means and covariances of one dimension and
+    dtype (batched over leading dims)."""
+    S1 = check_covariance(S1, "S1")
+    m1 = check_finite(as_tensor(m1, "m1", like=S1), "m1")
+    m2 = check_finite(as_tensor(m2, "m2", like=S1), "m2")
+    S2 = check_covariance(S2, "S2", like=S1)
+    if S1.dtype != S2.dtype:
+        raise TypeError(f"S1 has dtype {S1.dtype} but S2 has dtype {S2.dtype}")
+    d = S1.shape[-1]
+    for name, t in (("m1", m1), ("m2", m2)):
+        if t.ndim == 0 or t.shape[-1] != d:
+            raise ValueError(f"{name} must be a vector of length {d} (the covariances are {d} x {d})")
+    if S2.shape[-1] != d:
+        raise ValueError(f"S1 is {d} x {d} but S2 is {S2.shape[-1]} x {S2.shape[-1]}")
+    return m1.to(S1.dtype), S1, m2.to(S1.dtype), S2.to(S1.dtype)
+
+
 def check_potential(t, n: int, name: str, like: torch.Tensor) -> torch.Tensor:
     """A dual potential of length ``n`` (finite), cast to the dtype and device of ``like``."""
     if isinstance(t, torch.Tensor) and t.device != like.device:
@@ -357,12 +382,10 @@ def check_relaxation(omega, name: str = "omega"):
     return float(omega)
 
 
-def check_memory_budget(value, like: torch.Tensor, cpu_default: float = 2e9) -> float:
-    """Bytes a dense computation may use: a number > 0, or ``None`` for the default of the
-    device of ``like`` (half of the free memory of a CUDA device, ``cpu_default`` elsewhere)."""
-    if value is not None:
-        return check_positive(value, "memory_budget")
-    if like.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(like.device)
-        return 0.5 * float(free)
-    return float(cpu_default)
+def check_codes(codes, name: str):
+    """Integer codes (class labels, table indices) as a tensor: tensors pass through, lists and
+    arrays are converted; floating-point values are an error."""
+    t = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes))
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer codes, got dtype {t.dtype}")
+    return t

@@ -34,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import (as_tensor, check_choice, check_cost, check_finite, check_labels,
+from ._checks import (as_tensor, check_choice, check_codes, check_cost, check_finite, check_labels,
                       check_pair_points, check_points, check_weights)
 
 __all__ = [
@@ -431,7 +431,7 @@ class TableCost(Cost):
             if table.ndim != 2:
                 raise ValueError(f"table must have shape (K1, K2), got {tuple(table.shape)}")
             check_finite(table, "table")
-            cx, cy = as_tensor_codes(codes_x, "codes_x"), as_tensor_codes(codes_y, "codes_y")
+            cx, cy = check_codes(codes_x, "codes_x"), check_codes(codes_y, "codes_y")
             codes_x, _ = check_labels(cx, cx.shape[0], "codes_x", table.shape[0])
             codes_y, _ = check_labels(cy, cy.shape[0], "codes_y", table.shape[1])
             codes_x, codes_y = codes_x.to(table.device), codes_y.to(table.device)
@@ -466,16 +466,6 @@ class TableCost(Cost):
     def replace(self, tensors):
         B = None if not self.batch_shape else self.batch_shape.numel()
         return TableCost(tensors[0], self.cx, self.cy, checked=True, B=B)
-
-
-def as_tensor_codes(codes, name):
-    """Integer codes as a tensor (a tensor passes through; lists and arrays are converted)."""
-    if isinstance(codes, torch.Tensor):
-        return codes
-    t = torch.as_tensor(codes)
-    if t.is_floating_point():
-        raise TypeError(f"{name} must hold integer codes, got dtype {t.dtype}")
-    return t
 
 
 class SumCost(Cost):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_tensor, check_covariance, check_finite
+from ._checks import as_tensor, check_covariance, check_finite, check_gaussians
 
 __all__ = ["sqrtm_psd", "bures_wasserstein", "gaussian_map", "GaussianMap"]
 
@@ -20,22 +20,6 @@ def sqrtm_psd(S: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     else:
         root = evals.sqrt()
     return (evecs * root[..., None, :]) @ evecs.transpose(-1, -2)
-
-
-def _gaussian_args(m1, S1, m2, S2):
-    S1 = check_covariance(S1, "S1")
-    m1 = check_finite(as_tensor(m1, "m1", like=S1), "m1")
-    m2 = check_finite(as_tensor(m2, "m2", like=S1), "m2")
-    S2 = check_covariance(S2, "S2", like=S1)
-    if S1.dtype != S2.dtype:
-        raise TypeError(f"S1 has dtype {S1.dtype} but S2 has dtype {S2.dtype}")
-    d = S1.shape[-1]
-    for name, t in (("m1", m1), ("m2", m2)):
-        if t.ndim == 0 or t.shape[-1] != d:
-            raise ValueError(f"{name} must be a vector of length {d} (the covariances are {d} x {d})")
-    if S2.shape[-1] != d:
-        raise ValueError(f"S1 is {d} x {d} but S2 is {S2.shape[-1]} x {S2.shape[-1]}")
-    return m1.to(S1.dtype), S1, m2.to(S1.dtype), S2.to(S1.dtype)
 
 
 def bures_wasserstein(m1, S1, m2, S2) -> torch.Tensor:
@@ -65,7 +49,7 @@ def bures_wasserstein(m1, S1, m2, S2) -> torch.Tensor:
     >>> float(ob.bures_wasserstein(torch.zeros(2), I, torch.ones(2), 4 * I))
     4.0
     """
-    m1, S1, m2, S2 = _gaussian_args(m1, S1, m2, S2)
+    m1, S1, m2, S2 = check_gaussians(m1, S1, m2, S2)
     r1 = sqrtm_psd(S1)
     cross = torch.linalg.eigvalsh(r1 @ S2 @ r1).clamp_min(0.0).sqrt().sum(-1)
     tr = torch.diagonal(S1, dim1=-2, dim2=-1).sum(-1) + torch.diagonal(S2, dim1=-2, dim2=-1).sum(-1)
@@ -107,7 +91,7 @@ def gaussian_map(m1, S1, m2, S2) -> GaussianMap:
     >>> T(torch.zeros(1, 2, dtype=torch.float64))
     tensor([[1., 1.]], dtype=torch.float64)
     """
-    m1, S1, m2, S2 = _gaussian_args(m1, S1, m2, S2)
+    m1, S1, m2, S2 = check_gaussians(m1, S1, m2, S2)
     r1 = sqrtm_psd(S1)
     ir1 = sqrtm_psd(S1, inverse=True)
     A = ir1 @ sqrtm_psd(r1 @ S2 @ r1) @ ir1

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import check_finite, check_pair_points, check_positive, check_same_mass, check_weights
+from ._checks import (check_finite, check_gaussians, check_pair_points, check_positive,
+                      check_same_mass, check_weights)
 from .costs import pairwise
-from .gaussian import _gaussian_args
 
 __all__ = ["mmd", "mmd_gaussians", "kernel_matrix", "KERNELS"]
 
@@ -248,7 +248,7 @@ def mmd_gaussians(m1, S1, m2, S2, *, bandwidth: float = 1.0) -> torch.Tensor:
     0.0
     """
     h = check_positive(bandwidth, "bandwidth")
-    m1, S1, m2, S2 = _gaussian_args(m1, S1, m2, S2)
+    m1, S1, m2, S2 = check_gaussians(m1, S1, m2, S2)
     eye = torch.eye(S1.shape[-1], dtype=S1.dtype, device=S1.device)
 
     def expected_kernel(mu, S):

@@ -21,16 +21,6 @@ def dtype(request):
     return request.param
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Unit tests solve small problems: one thread avoids the cost of splitting every small
-    operation (on a loaded 2-core machine, two threads can be ten times slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def pytest_collection_modifyitems(config, items):
     """Tests that use the ``device`` fixture on CUDA are marked ``gpu`` (``-m gpu`` selects them)."""
     for item in items:

@@ -11,6 +11,8 @@ from .._runtime import WarningSummary
 from ..costs import cost_matrix
 from ..exact import emd
 
+__all__ = ["METHODS", "BUDGETED", "PARTITIONS", "COSTS_WITH_MEAN_BOUND", "solve_pair", "ShortRepr"]
+
 METHODS = ("paired", "all_pairs", "optimal", "random", "proxy", "adaptive")
 BUDGETED = ("random", "proxy", "adaptive")
 PARTITIONS = ("random", "kmeans")

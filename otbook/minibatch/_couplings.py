@@ -11,6 +11,8 @@ from .._runtime import WarningSummary
 from ..costs import cost_matrix
 from ..exact import emd
 
+__all__ = ["north_west", "support", "restricted_coupling", "mean_bound"]
+
 
 def north_west(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """The north-west-corner coupling of two mass vectors (a spanning-tree support): fill the

@@ -9,6 +9,8 @@ from ..costs import cost_matrix
 from ..exact import emd
 from ._distributed import all_reduce
 
+__all__ = ["c_transform", "batch_c_transform", "offset_c_transform"]
+
 
 def c_transform(p, q, pot_q, cost, rank, world):
     """``out_i = min_j c(p_i, q_j) - pot_q[j]``, in blocks of rows of ``p``."""

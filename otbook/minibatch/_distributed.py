@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["rank_and_world", "all_reduce", "broadcast", "broadcast_batches", "check_same_data"]
+
 
 def rank_and_world(distributed) -> tuple[int, int]:
     """``(rank, world_size)`` of the process group in use (``(0, 1)`` when not distributed)."""
