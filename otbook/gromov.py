@@ -31,10 +31,13 @@ four-index tensor.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from typing import NamedTuple
 
 import torch
 
+from . import _runtime
 from ._checks import (
     check_cost,
     check_eps,
@@ -61,7 +64,8 @@ def _check_loss(loss):
 
 
 def _split(Cx, Cy, loss):
-    """The four matrices of ``L(s, t) = f1(s) + f2(t) - h1(s) h2(t)``: f1(Cx), f2(Cy), h1(Cx), h2(Cy)."""
+    """The four matrices of ``L(s, t) = f1(s) + f2(t) - h1(s) h2(t)``:
+    f1(Cx), f2(Cy), h1(Cx), h2(Cy)."""
     if loss == "square":
         return Cx * Cx, Cy * Cy, Cx, 2.0 * Cy
     # kl: L(s, t) = s log(s / t) - s + t
@@ -140,6 +144,105 @@ def _inputs(Cx, Cy, a, b, M, alpha, loss):
     return Cx, Cy, a.expand(*full, n), b.expand(*full, m), M, alpha, loss, full
 
 
+def _start_plan(init, a, b, full, like):
+    """The first input plan, ``a x b`` or ``init`` (checked; its leading dimensions may add a
+    batch of starting plans), and the weights and batch shape expanded to match it."""
+    n, m = a.shape[-1], b.shape[-1]
+    if init is None:
+        return a[..., :, None] * b[..., None, :], a, b, full
+    if isinstance(init, torch.Tensor) and init.device != like.device:
+        raise ValueError(f"init is on {init.device} but Cx is on {like.device}; use one device")
+    z = check_plan(init, "init", like=None if isinstance(init, torch.Tensor) else like)
+    z = z.to(like.dtype)
+    if z.shape[-2:] != (n, m):
+        raise ValueError(f"init must have shape (n, m) = ({n}, {m}), got {tuple(z.shape)}")
+    full = torch.broadcast_shapes(full, z.shape[:-2])
+    return z.detach().expand(*full, n, m), a.expand(*full, n), b.expand(*full, m), full
+
+
+def _renamed_keywords(**renames):
+    """Keep old keyword names working for one release: ``old=value`` is passed on as
+    ``new=value`` with a ``DeprecationWarning`` (``renames`` maps old to new); giving both is a
+    ``TypeError``."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}() got both {old!r} and {new!r}; {old!r} is the "
+                                    f"deprecated name of {new!r}: pass only {new!r}")
+                warnings.warn(f"{fn.__name__}: {old!r} is deprecated and will be removed in the "
+                              f"next release; use {new!r}", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+class _Iterate(NamedTuple):
+    """A plan the loop has computed, with what it needs of it (all per problem of a batch)."""
+
+    plan: torch.Tensor   # P
+    hplan: torch.Tensor  # H1 P H2^T, the part of the gradient at P that depends on P
+    lin: torch.Tensor    # the unregularised objective E0(P) (GW, or fused GW)
+    value: torch.Tensor  # the objective E(P) = E0(P) + eps KL(P | a x b)
+
+
+def _keep(ok, new, old):
+    """``new`` for the problems where ``ok``, ``old`` for the others."""
+    okm = ok[..., None, None]
+    return _Iterate(torch.where(okm, new.plan, old.plan), torch.where(okm, new.hplan, old.hplan),
+                    torch.where(ok, new.lin, old.lin), torch.where(ok, new.value, old.value))
+
+
+class _GWProblem:
+    """What stays fixed along the mirror descent (detached tensors): the split loss, the
+    separable part of the linearised cost, the weights, and the Sinkhorn settings."""
+
+    def __init__(self, Cx, Cy, a, b, eps, M, alpha, loss, sinkhorn_max_iter):
+        self.F1, self.F2, self.H1, self.H2 = _split(Cx, Cy, loss)
+        self.H2t = self.H2.transpose(-1, -2)
+        # the linearised cost uses the target marginals a, b (its separable part does not move
+        # the Sinkhorn solution, only the potentials): 2 (f1(Cx) a 1^T + 1 b^T f2(Cy)^T)
+        self.const = 2.0 * ((self.F1 @ a[..., None]) + (self.F2 @ b[..., None]).transpose(-1, -2))
+        self.a, self.b, self.eps, self.M, self.alpha = a, b, eps, M, alpha
+        self.sinkhorn_max_iter = sinkhorn_max_iter
+        # a convergence check costs a device sync on a GPU; on a CPU it is cheap, and checking at
+        # every iteration lets a warm-started solve stop after a few
+        self.check_every = 1 if Cx.device.type == "cpu" else 10
+
+    def product(self, P):
+        """``H1 P H2^T`` (linear in ``P``)."""
+        return self.H1 @ P @ self.H2t
+
+    def linear_step(self, hz, tol, warm):
+        """One mirror-descent step from the input plan ``z``, given by ``hz = H1 z H2^T``: the
+        Sinkhorn plan of the cost linearised at ``z``, to an L1 marginal error ``tol``, from the
+        potentials ``warm`` (or cold, for ``None``). Returns the new iterate and the Sinkhorn
+        result (potentials, iterations, converged)."""
+        a, b, eps = self.a, self.b, self.eps
+        grad = self.const - 2.0 * hz
+        if self.M is not None:
+            grad = self.alpha * grad + (1.0 - self.alpha) * self.M
+        res = sinkhorn(a, b, grad, eps, tol=tol, max_iter=self.sinkhorn_max_iter, init=warm,
+                       check_every=self.check_every, warn=False)
+        P = res.plan
+        hP = self.product(P)
+        # KL of a Sinkhorn plan from its potentials (log(P / ab) = (f + g - grad) / eps):
+        # no logarithm of the n x m plan
+        pa, pb = P.sum(-1), P.sum(-2)
+        kl = ((pa * res.f).sum(-1) + (pb * res.g).sum(-1) - (P * grad).sum((-2, -1))) / eps \
+            - pa.sum(-1) + a.sum(-1) * b.sum(-1)
+        lin, value = _objective_split(self.F1, self.F2, self.H1, self.H2, P, a, b, eps, self.M,
+                                      self.alpha, hP, kl)
+        return _Iterate(P, hP, lin, value), res
+
+
 # Anderson acceleration of the mirror-descent fixed point: it starts after this many steps in a
 # row that shrank the plan change (the iterates have left the saddle near a x b), and an
 # extrapolated step is rolled back when it raises the objective by more than this (relative).
@@ -148,6 +251,8 @@ _ANDERSON_RTOL = 1e-9
 # While the plan change grows (the iterates leave a saddle point), steps are extrapolated along
 # the last change by a factor that doubles after each successful step, up to this.
 _DRIFT_MAX = 64.0
+# The Anderson ``start`` of a problem that uses no history: later than the id of any entry.
+_NO_HISTORY = 2**62
 
 
 def _inner(u, v):
@@ -190,10 +295,181 @@ def _anderson(hist, ids, start, gram):
     return z, hz, used
 
 
+class _GWAccelerator:
+    """Anderson mixing and drift extrapolation of the mirror-descent fixed point, with rollback.
+
+    After each step, :meth:`next_input` turns the accepted plan into the next step's input:
+    the plan itself, an Anderson mixture of the last steps (once the plan changes shrink), or
+    an extrapolation along the last step (while they grow). :meth:`rejects` says which
+    problems roll back a step: an extrapolated input whose output raised the objective.
+
+    Each problem of a batch has its own state (tensors of the batch shape); the history is
+    shared, and each problem mixes only the entries since it last (re)started. State map:
+
+    * ``extrapolated``: the current input was extrapolated (so its output may be rolled back);
+    * ``streak``, ``rise``: accepted steps in a row whose plan change shrank / did not;
+    * ``last_err``: the plan change of the last accepted step;
+    * ``beta``: the drift factor of the current input (0: no drift); ``beta_mem``: the factor
+      a rolled-back drift resumes from;
+    * ``start``: the id of the first history entry a problem mixes (:data:`_NO_HISTORY`: none);
+    * ``hist``, ``ids``, ``gram``: the last ``memory + 1`` entries ``(y, H1 y H2^T, r)`` (an
+      accepted plan, its product, the step's residual), their ids, and the Gram matrices of
+      the residuals, ``gram[p, i, j] = <r_i, r_j>`` for problem ``p``; ``n_entries``: the id
+      of the next entry.
+    """
+
+    def __init__(self, memory: int, shape, like: torch.Tensor):
+        dev = like.device
+        self.memory = memory
+        self.extrapolated = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.streak = torch.zeros(shape, dtype=torch.long, device=dev)
+        self.rise = torch.zeros_like(self.streak)
+        self.last_err = torch.full(shape, float("inf"), dtype=like.dtype, device=dev)
+        self.beta = torch.zeros(shape, dtype=like.dtype, device=dev)
+        self.beta_mem = torch.zeros_like(self.beta)
+        self.start = torch.full(shape, _NO_HISTORY, dtype=torch.long, device=dev)
+        self.hist, self.ids, self.gram, self.n_entries = [], [], None, 0
+
+    def rejects(self, new_value, value):
+        """Which problems roll back their step: those whose input was extrapolated and whose
+        objective rose from ``value`` (the last accepted; ``None`` before the first step)."""
+        if value is None:
+            return torch.zeros_like(self.extrapolated)
+        return self.extrapolated & (new_value > value + _ANDERSON_RTOL * value.abs())
+
+    def next_input(self, y, r, hz, err, ok):
+        """The next step's input ``(z, H1 z H2^T)`` after a step with input product ``hz``,
+        accepted iterate ``y``, residual ``r`` (its output minus its input) and plan change
+        ``err``; ``ok``: the problems that accepted the step (the others rolled it back)."""
+        self._count(err, ok)
+        if self.memory and bool((self.start < _NO_HISTORY).any()):  # a problem uses the history
+            self._remember(y, r, ok)
+        if len(self.hist) >= 2 and bool((self.start.reshape(-1) <= self.ids[-2]).any()):
+            z, hz_next, mixed = _anderson(self.hist, self.ids, self.start, self.gram)
+        else:
+            z, hz_next, mixed = y.plan, y.hplan, torch.zeros_like(ok)
+        drift = self._drift(mixed, ok)
+        if bool(drift.any()):
+            bb, d = self.beta[..., None, None], drift[..., None, None]
+            z = torch.where(d, y.plan + bb * r, z)
+            hz_next = torch.where(d, y.hplan + bb * (y.hplan - hz), hz_next)
+        self.extrapolated = mixed | drift
+        return z, hz_next
+
+    def _count(self, err, ok):
+        """Update the step counters, and (re)start or stop each problem's history."""
+        uphill = ~ok
+        shrank = ok & (err < self.last_err)
+        zero = torch.zeros_like(self.streak)
+        self.streak = torch.where(shrank, self.streak + 1, zero)
+        self.rise = torch.where(ok & ~shrank, self.rise + 1, torch.where(uphill, self.rise, zero))
+        # a rolled-back drift resumes, after one plain step, at a quarter of its reach
+        self.beta_mem = torch.where(uphill, self.beta / 4, self.beta_mem)
+        self.last_err = torch.where(ok, err, self.last_err)
+        # Anderson (re)starts after _ANDERSON_START shrinking steps (the iterates have left the
+        # saddle near a x b); a rolled-back problem stops using its history
+        self.start = torch.where(uphill, torch.full_like(self.start, _NO_HISTORY), self.start)
+        begin = (self.start == _NO_HISTORY) & (self.streak >= _ANDERSON_START)
+        self.start = torch.where(begin, torch.full_like(self.start, self.n_entries), self.start)
+
+    def _remember(self, y, r, ok):
+        """Add the step to the history (a rolled-back problem's residual as zero) and its row to
+        the Gram matrices; forget the oldest entry beyond ``memory + 1``."""
+        if not bool(ok.all()):
+            r = torch.where(ok[..., None, None], r, torch.zeros_like(r))
+        row = torch.stack([_inner(r, h[2]) for h in self.hist] + [_inner(r, r)], -1)
+        size = len(self.hist) + 1
+        gram = row.new_zeros(row.shape[0], size, size)
+        if self.hist:
+            gram[:, :-1, :-1] = self.gram
+        gram[:, -1, :], gram[:, :, -1] = row, row
+        self.hist, self.ids = self.hist + [(y.plan, y.hplan, r)], self.ids + [self.n_entries]
+        self.gram = gram
+        if len(self.hist) > self.memory + 1:
+            self.hist, self.ids, self.gram = self.hist[1:], self.ids[1:], self.gram[:, 1:, 1:]
+        self.n_entries += 1
+
+    def _drift(self, mixed, ok):
+        """Which problems extrapolate along their last step (those not mixed whose steps have
+        grown for _ANDERSON_START steps: the plan leaves a saddle point slowly), and by what
+        factor (``beta``): twice as far after each step that was not rolled back."""
+        drift = (self.memory > 0) & ~mixed & (self.rise >= _ANDERSON_START) & ok
+        grown = torch.where(self.beta > 0, (2.0 * self.beta).clamp_max(_DRIFT_MAX),
+                            self.beta_mem.clamp_min(1.0))
+        self.beta = torch.where(drift, grown, torch.zeros_like(self.beta))
+        self.beta_mem = torch.where(drift, torch.zeros_like(self.beta_mem), self.beta_mem)
+        return drift
+
+
+class _Run(NamedTuple):
+    """What the mirror-descent loop hands to the result."""
+
+    y: _Iterate              # the last accepted iterate
+    err: torch.Tensor        # its plan change, per problem
+    solve: OTResult          # the last Sinkhorn solve (potentials f, g; converged)
+    n_iter: int              # steps, rolled-back ones included
+    history: list            # the objective of the accepted iterate after each step
+    inner_iterations: int    # Sinkhorn iterations, all steps together
+    rejected: int            # steps rolled back (summed over the problems)
+
+
+def _all(converged) -> bool:
+    return bool(torch.as_tensor(converged).all())
+
+
+def _mirror_descent(problem: _GWProblem, accel: _GWAccelerator, z, tol, sinkhorn_tol, max_iter,
+                    bar) -> _Run:
+    """The loop: a linearised solve from the input ``z``, rollback of a step that went uphill,
+    the stopping test, and the next (accelerated) input."""
+    # state map: z, hz = the step's input plan and H1 z H2^T; y = the last accepted iterate;
+    # err = its plan change; res = the last Sinkhorn solve (its potentials warm-start the next
+    # one, unless it used up its budget: they would pass on its error)
+    hz = problem.product(z)
+    err = torch.full_like(accel.last_err, float("inf"))
+    y = res = None
+    history, inner_iterations, rejected, n_iter = [], 0, 0, 0
+    for n_iter in range(1, max_iter + 1):
+        # inexact solves: the inner tolerance tightens with the plan change
+        inner_tol = max(sinkhorn_tol, min(1e-3, 0.1 * float(err.max())))
+        warm = None if res is None or not _all(res.converged) else (res.f, res.g)
+        new, res = problem.linear_step(hz, inner_tol, warm)
+        inner_iterations += res.n_iter
+        # a step from an extrapolated input that raised the objective is rolled back: y stays
+        uphill = accel.rejects(new.value, None if y is None else y.value)
+        ok = ~uphill
+        r = new.plan - z
+        y = new if y is None or not bool(uphill.any()) else _keep(ok, new, y)
+        err = torch.where(ok, torch.linalg.matrix_norm(r), err)
+        history.append(y.value)
+        rejected += int(uphill.sum())
+        bar.update(1)
+        bar.set_postfix(change=f"{float(err.max()):.2e}")
+        if bool((err <= tol).all()):
+            break
+        z, hz = accel.next_input(y, r, hz, err, ok)
+    return _Run(y, err, res, n_iter, history, inner_iterations, rejected)
+
+
+def _warn_unconverged(run: _Run, marg, tol, max_iter, sinkhorn_max_iter):
+    """Warn that the run stopped short, and which loop did: the outer one, the last solve."""
+    reasons = []
+    if not bool((run.err <= tol).all()):
+        reasons.append(f"the plan still changed by {float(run.err.max()):.3g} > tol {tol:g} in "
+                       f"its last step (of {max_iter})")
+    if not _all(run.solve.converged):
+        reasons.append(f"its last Sinkhorn solve stopped at a marginal error of "
+                       f"{float(marg.max()):.2g} after {sinkhorn_max_iter} iterations")
+    # frames up: gromov_wasserstein, its keyword-alias wrapper, the caller
+    _runtime.warn(f"gromov_wasserstein did not converge: {' and '.join(reasons)}; raise max_iter "
+                  "(or sinkhorn_max_iter), or use a larger eps", stacklevel=4)
+
+
+@_renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
 def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=None,
                        alpha: float = 0.5, init=None, max_iter: int = 1000, tol: float = 1e-9,
-                       anderson: int = 5, inner_tol: float = 1e-8, inner_max_iter: int = 1000,
-                       warn: bool = True, progress: bool = False) -> OTResult:
+                       anderson: int = 5, sinkhorn_tol: float = 1e-8,
+                       sinkhorn_max_iter: int = 1000, warn: bool = True,
+                       progress: bool = False) -> OTResult:
     r"""Entropic (fused) Gromov-Wasserstein by mirror descent, one Sinkhorn solve per step.
 
     Minimises, over couplings :math:`P` of ``a`` and ``b``,
@@ -223,7 +499,7 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
       is rolled back and the memory cleared, so the iterates keep descending and settle on the
       stationary point the plain iteration reaches (``anderson=0`` gives the plain iteration);
     * **inexact inner solves**: each Sinkhorn solve stops at an L1 marginal error of
-      ``max(inner_tol, min(1e-3, 0.1 * last plan change))``, tight only near convergence.
+      ``max(sinkhorn_tol, min(1e-3, 0.1 * last plan change))``, tight only near convergence.
 
     Parameters
     ----------
@@ -253,11 +529,13 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
         with acceleration, :math:`P_k` is the extrapolated input of the step).
     anderson : int
         Memory of the Anderson acceleration; ``0`` turns it off.
-    inner_tol, inner_max_iter : float, int
+    sinkhorn_tol, sinkhorn_max_iter : float, int
         Final tolerance (L1 marginal error) and budget of each Sinkhorn solve. (POT's default,
         ``stopThr=1e-9`` on the L2 norm of one marginal's error, is of the same order for a few
         hundred points.) Plans close to a permutation, and near-isometric problems, make
-        Sinkhorn slow: raise ``inner_max_iter`` or ``eps`` when the solve stops short.
+        Sinkhorn slow: raise ``sinkhorn_max_iter`` or ``eps`` when the solve stops short. The
+        old names ``inner_tol`` and ``inner_max_iter`` still work in this release, with a
+        ``DeprecationWarning``.
     warn : bool
         Emit a ``RuntimeWarning`` when the outer loop, or the last Sinkhorn solve, did not converge.
     progress : bool
@@ -297,175 +575,34 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
     Cx, Cy, a, b, M, alpha, loss, full = _inputs(Cx, Cy, a, b, M, alpha, loss)
     eps = check_eps(eps)
     max_iter = check_positive_int(max_iter, "max_iter")
-    inner_max_iter = check_positive_int(inner_max_iter, "inner_max_iter")
+    sinkhorn_max_iter = check_positive_int(sinkhorn_max_iter, "sinkhorn_max_iter")
     anderson = check_positive_int(anderson, "anderson", minimum=0)
     tol = check_positive(tol, "tol")
-    inner_tol = check_positive(inner_tol, "inner_tol")
-    n, m = Cx.shape[-1], Cy.shape[-1]
-    if init is None:
-        z = a[..., :, None] * b[..., None, :]
-    else:
-        if isinstance(init, torch.Tensor) and init.device != Cx.device:
-            raise ValueError(f"init is on {init.device} but Cx is on {Cx.device}; use one device")
-        z = check_plan(init, "init", like=None if isinstance(init, torch.Tensor) else Cx).to(Cx.dtype)
-        if z.shape[-2:] != (n, m):
-            raise ValueError(f"init must have shape (n, m) = ({n}, {m}), got {tuple(z.shape)}")
-        full = torch.broadcast_shapes(full, z.shape[:-2])  # a batch of starting plans
-        a, b = a.expand(*full, n), b.expand(*full, m)
-        z = z.detach().expand(*full, n, m)
+    sinkhorn_tol = check_positive(sinkhorn_tol, "sinkhorn_tol")
+    z, a, b, full = _start_plan(init, a, b, full, like=Cx)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_iter, desc="gromov_wasserstein", leave=False)
-    with torch.no_grad():
-        Cxd, Cyd = Cx.detach(), Cy.detach()
-        Md = None if M is None else M.detach()
-        F1, F2, H1, H2 = _split(Cxd, Cyd, loss)
-        H2t = H2.transpose(-1, -2)
-        # the linearised cost uses the target marginals a, b (its separable part does not move
-        # the Sinkhorn solution, only the potentials): 2 (f1(Cx) a 1^T + 1 b^T f2(Cy)^T)
-        const = 2.0 * ((F1 @ a[..., None]) + (F2 @ b[..., None]).transpose(-1, -2))
-        check_every = 1 if Cx.device.type == "cpu" else 10
-        hz = H1 @ z @ H2t
-        f = g = None
-        y = hy = lin = value = None
-        err = torch.full(full, float("inf"), dtype=Cx.dtype, device=Cx.device)
-        last_err = err.clone()
-        # per-problem acceleration state (a batch holds independent problems)
-        streak = torch.zeros(full, dtype=torch.long, device=Cx.device)  # steps in a row that shrank
-        rise = torch.zeros_like(streak)                                  # ... that grew
-        beta = torch.zeros(full, dtype=Cx.dtype, device=Cx.device)      # drift extrapolation
-        beta_mem = torch.zeros_like(beta)
-        start = torch.full(full, 2**62, dtype=torch.long, device=Cx.device)  # Anderson history start
-        extrapolated = torch.zeros(full, dtype=torch.bool, device=Cx.device)
-        history, hist, ids, gram = [], [], [], None
-        inner_iterations = n_rejected = n_entries = 0
-        inner_ok = True
-        n_iter = 0
-        for n_iter in range(1, max_iter + 1):
-            inner = max(inner_tol, min(1e-3, 0.1 * float(err.max())))
-            grad = const - 2.0 * hz
-            if Md is not None:
-                grad = alpha * grad + (1.0 - alpha) * Md
-            res = sinkhorn(a, b, grad, eps, tol=inner, max_iter=inner_max_iter,
-                           init=None if (f is None or not inner_ok) else (f, g),
-                           check_every=check_every, warn=False)
-            inner_iterations += res.n_iter
-            inner_ok = bool(torch.as_tensor(res.converged).all())
-            f, g = res.f, res.g
-            y_new = res.plan
-            hy_new = H1 @ y_new @ H2t
-            # KL of a Sinkhorn plan from its potentials (log(P / ab) = (f + g - grad) / eps):
-            # no logarithm of the n x m plan
-            pa, pb = y_new.sum(-1), y_new.sum(-2)
-            kl = ((pa * f).sum(-1) + (pb * g).sum(-1) - (y_new * grad).sum((-2, -1))) / eps \
-                - pa.sum(-1) + a.sum(-1) * b.sum(-1)
-            lin_new, value_new = _objective_split(F1, F2, H1, H2, y_new, a, b, eps, Md, alpha,
-                                                  hy_new, kl)
-            if bar is not None:
-                bar.update(1)
-            if value is None:
-                uphill = torch.zeros(full, dtype=torch.bool, device=Cx.device)
-            else:  # an extrapolated step that raised the objective is rolled back
-                uphill = extrapolated & (value_new > value + _ANDERSON_RTOL * value.abs())
-            ok = ~uphill
-            okm = ok[..., None, None]
-            r = y_new - z
-            if value is None or not bool(uphill.any()):
-                y, hy, lin, value = y_new, hy_new, lin_new, value_new
-            else:
-                y, hy = torch.where(okm, y_new, y), torch.where(okm, hy_new, hy)
-                lin, value = torch.where(ok, lin_new, lin), torch.where(ok, value_new, value)
-            err = torch.where(ok, torch.linalg.matrix_norm(r), err)
-            history.append(value)
-            n_rejected += int(uphill.sum())
-            if bar is not None:
-                bar.set_postfix(change=f"{float(err.max()):.2e}")
-            if bool((err <= tol).all()):
-                break
-            shrank = ok & (err < last_err)
-            streak = torch.where(shrank, streak + 1, torch.zeros_like(streak))
-            rise = torch.where(ok & ~shrank, rise + 1, torch.where(uphill, rise, torch.zeros_like(rise)))
-            # a rolled-back drift resumes, after one plain step, at a quarter of its reach
-            beta_mem = torch.where(uphill, beta / 4, beta_mem)
-            last_err = torch.where(ok, err, last_err)
-            # Anderson: (re)start the history of a problem after _ANDERSON_START shrinking steps;
-            # a rolled-back problem stops using it
-            start = torch.where(uphill, torch.full_like(start, 2**62), start)
-            begin = (start == 2**62) & (streak >= _ANDERSON_START)
-            start = torch.where(begin, torch.full_like(start, n_entries), start)
-            if anderson and bool((start < 2**62).any()):  # some problem uses the history
-                r_ok = torch.where(okm, r, torch.zeros_like(r)) if bool(uphill.any()) else r
-                row = torch.stack([_inner(r_ok, h[2]) for h in hist] + [_inner(r_ok, r_ok)], -1)
-                size = len(hist) + 1
-                new = row.new_zeros(row.shape[0], size, size)
-                if hist:
-                    new[:, :-1, :-1] = gram
-                new[:, -1, :], new[:, :, -1] = row, row
-                hist, ids = hist + [(y, hy, r_ok)], ids + [n_entries]
-                gram = new
-                if len(hist) > anderson + 1:
-                    hist, ids, gram = hist[1:], ids[1:], gram[:, 1:, 1:]
-                n_entries += 1
-            hz_in = hz
-            if len(hist) >= 2 and bool((start.reshape(-1) <= ids[-2]).any()):
-                z, hz, mixed = _anderson(hist, ids, start, gram)
-            else:
-                z, hz, mixed = y, hy, torch.zeros_like(ok)
-            # drift: while the steps grow (the plan leaves a saddle point slowly), extrapolate
-            # along the last step, twice as far after each step that was not rolled back
-            drift = bool(anderson) & ~mixed & (rise >= _ANDERSON_START) & ok
-            beta = torch.where(drift, torch.where(beta > 0, (2.0 * beta).clamp_max(_DRIFT_MAX),
-                                                  beta_mem.clamp_min(1.0)), torch.zeros_like(beta))
-            beta_mem = torch.where(drift, torch.zeros_like(beta_mem), beta_mem)
-            if bool(drift.any()):
-                bb = beta[..., None, None]
-                z = torch.where(drift[..., None, None], y + bb * r, z)
-                hz = torch.where(drift[..., None, None], hy + bb * (hy - hz_in), hz)
-            extrapolated = mixed | drift
-        if bar is not None:
-            bar.close()
+    with torch.no_grad(), _runtime.progress(progress, max_iter, "gromov_wasserstein") as bar:
+        problem = _GWProblem(Cx.detach(), Cy.detach(), a, b, eps, None if M is None else M.detach(),
+                             alpha, loss, sinkhorn_max_iter)
+        accel = _GWAccelerator(anderson, full, like=Cx)
+        run = _mirror_descent(problem, accel, z, tol, sinkhorn_tol, max_iter, bar)
+        y = run.y.plan
         marg = (y.sum(-1) - a).abs().sum(-1) + (y.sum(-2) - b).abs().sum(-1)
 
+    lin, value = run.y.lin, run.y.value
     if Cx.requires_grad or Cy.requires_grad or (M is not None and M.requires_grad):
+        # envelope gradients: the objective of the plan held fixed
         lin, value = _objective(Cx, Cy, y, a.detach(), b.detach(), eps, M, alpha, loss)
-    done = (err <= tol) & inner_ok
+    done = (run.err <= tol) & _all(run.solve.converged)
     all_ok = bool(done.all())
     if warn and not all_ok:
-        reasons = []
-        if not bool((err <= tol).all()):
-            reasons.append(f"the plan still changed by {float(err.max()):.3g} > tol {tol:g} in its "
-                           f"last step (of {max_iter})")
-        if not inner_ok:
-            reasons.append(f"its last Sinkhorn solve stopped at a marginal error of "
-                           f"{float(marg.max()):.2g} after {inner_max_iter} iterations")
-        why = " and ".join(reasons)
-        warnings.warn(
-            f"gromov_wasserstein did not converge: {why}; raise max_iter (or inner_max_iter), or "
-            "use a larger eps",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return OTResult(
-        plan=y,
-        value=value,
-        value_linear=lin,
-        f=f,
-        g=g,
-        n_iter=n_iter,
-        converged=all_ok if full == () else done,
-        marginal_error=marg,
-        extra={
-            "history": torch.stack(history, -1),
-            "criterion": err,
-            "inner_iterations": inner_iterations,
-            "rejected": n_rejected,
-            "eps": eps,
-            "loss": loss,
-        },
-    )
+        _warn_unconverged(run, marg, tol, max_iter, sinkhorn_max_iter)
+    extra = {"history": torch.stack(run.history, -1), "criterion": run.err,
+             "inner_iterations": run.inner_iterations, "rejected": run.rejected, "eps": eps,
+             "loss": loss}
+    return OTResult(plan=y, value=value, value_linear=lin, f=run.solve.f, g=run.solve.g,
+                    n_iter=run.n_iter, converged=all_ok if full == () else done,
+                    marginal_error=marg, extra=extra)
 
 
 def gromov_objective(Cx, Cy, plan, a=None, b=None, *, eps: float = 0.0, loss: str = "square",
@@ -505,7 +642,7 @@ def gromov_objective(Cx, Cy, plan, a=None, b=None, *, eps: float = 0.0, loss: st
     >>> import torch, otbook as ob
     >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
     >>> P = torch.full((2, 2), 0.25, dtype=torch.float64)   # the independent coupling
-    >>> float(ob.gromov_objective(C, C, P))                 # pairs (i,k) and (j,l) mismatch half the time
+    >>> float(ob.gromov_objective(C, C, P))   # pairs (i,k), (j,l) mismatch half the time
     0.5
     """
     Cx, Cy, a, b, M, alpha, loss, full = _inputs(Cx, Cy, a, b, M, alpha, loss)
@@ -520,6 +657,7 @@ def gromov_objective(Cx, Cy, plan, a=None, b=None, *, eps: float = 0.0, loss: st
     return _objective(Cx, Cy, P, a, b, eps, M, alpha, loss)[1]
 
 
+@_renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
 def gromov_divergence(Cx, Cy, a=None, b=None, *, eps, **kwargs) -> torch.Tensor:
     r"""A debiased entropic Gromov-Wasserstein loss, for generative models across spaces.
 
@@ -545,7 +683,8 @@ def gromov_divergence(Cx, Cy, a=None, b=None, *, eps, **kwargs) -> torch.Tensor:
     eps : float
         Entropic regularisation, > 0.
     **kwargs
-        Passed to :func:`gromov_wasserstein` (``loss``, ``max_iter``, ``tol``, ``warn``, ...).
+        Passed to :func:`gromov_wasserstein` (``loss``, ``max_iter``, ``tol``,
+        ``sinkhorn_tol``, ``warn``, ...).
 
     Returns
     -------
