@@ -39,6 +39,8 @@ __all__ = [
     "check_nonnegative",
     "check_relaxation",
     "check_codes",
+    "broadcast_shapes",
+    "check_scaling",
 ]
 
 
@@ -389,3 +391,30 @@ def check_codes(codes, name: str):
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer codes, got dtype {t.dtype}")
     return t
+
+
+def broadcast_shapes(*shapes, what: str = "batch dimensions") -> torch.Size:
+    """The broadcast of ``shapes`` (NumPy's rule), or a ``ValueError`` naming ``what`` failed.
+
+    Pure Python: ``torch.broadcast_shapes`` imports sympy on its first non-trivial call (half a
+    second, on the first solve of a process)."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for s in shapes:
+        for k, d in enumerate(s, start=ndim - len(s)):
+            if d != 1:
+                if out[k] not in (1, d):
+                    raise ValueError(f"the {what} {[tuple(s) for s in shapes]} do not broadcast "
+                                     "against each other")
+                out[k] = d
+    return torch.Size(out)
+
+
+def check_scaling(value, name: str = "eps_scaling"):
+    """An eps-scaling factor: ``None`` (no annealing) or a number in (0, 1)."""
+    if value is None:
+        return None
+    value = check_positive(value, name)
+    if value >= 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value}")
+    return value

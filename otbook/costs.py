@@ -34,12 +34,13 @@ from typing import Callable
 
 import torch
 
-from ._checks import (as_tensor, check_choice, check_codes, check_cost, check_finite, check_labels,
+from ._checks import (as_tensor, broadcast_shapes, check_choice, check_codes, check_cost, check_finite, check_labels,
                       check_pair_points, check_points, check_weights)
 
 __all__ = [
     "cost_matrix",
     "pairwise",
+    "check_ground",
     "GROUND_COSTS",
     "Cost",
     "CostMatrix",
@@ -126,8 +127,9 @@ GROUND_COSTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 }
 
 
-def _check_ground(cost, x, y):
-    """The ground cost (a name or a callable), and the points checked for it."""
+def check_ground(cost, x, y):
+    """The ground cost function for ``cost`` (a name or a callable), after checking that the
+    points ``x``, ``y`` suit it (latitudes in range, points inside the ball, no zero vectors)."""
     if callable(cost):
         return cost
     if not isinstance(cost, str):
@@ -351,12 +353,12 @@ class PointCloud(Cost):
     def __init__(self, x, y=None, cost: str | Callable = "sqeuclidean", *, checked: bool = False):
         if not checked:
             x, y = check_pair_points(x, x if y is None else y)
-            self.fn = _check_ground(cost, x, y)
+            self.fn = check_ground(cost, x, y)
         else:
             self.fn = GROUND_COSTS[cost] if isinstance(cost, str) else cost
         self.name = cost if isinstance(cost, str) else None
         self.x, self.y = x, y
-        self.batch_shape = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+        self.batch_shape = broadcast_shapes(x.shape[:-2], y.shape[:-2])
         self.n, self.m = x.shape[-2], y.shape[-2]
         self.dtype, self.device = x.dtype, x.device
 
@@ -514,7 +516,7 @@ class SumCost(Cost):
         if not any(w > 0 for w in weights):
             raise ValueError("weights are all 0: the cost would be identically 0")
         self.components, self.weights = components, weights
-        self.batch_shape = torch.broadcast_shapes(*(c.batch_shape for c in components))
+        self.batch_shape = broadcast_shapes(*(c.batch_shape for c in components))
         self.n, self.m, self.dtype, self.device = first.n, first.m, first.dtype, first.device
         self.scales = scales if scales is not None else _scales(components, normalise, reference)
 

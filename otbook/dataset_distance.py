@@ -46,6 +46,7 @@ from ._checks import (
     check_positive_int,
     check_relaxation,
     check_same_mass,
+    check_scaling,
     check_weights,
 )
 from ._runtime import progress as progress_bar
@@ -447,7 +448,7 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     opts = Options(tol=check_positive(tol, "tol"),
                    max_iter=check_positive_int(max_iter, "max_iter"),
                    omega=check_relaxation(omega),
-                   eps_scaling=_check_scaling(eps_scaling),
+                   eps_scaling=check_scaling(eps_scaling),
                    backend=check_choice(backend, "backend", BACKENDS),
                    memory_budget=None if memory_budget is None
                    else check_positive(memory_budget, "memory_budget"))
@@ -480,15 +481,6 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
                "backend": out["backend"], "inner": inner, "debias": debias,
                "lambda_x": lambda_x, "lambda_y": lambda_y},
     )
-
-
-def _check_scaling(eps_scaling):
-    if eps_scaling is None:
-        return None
-    eps_scaling = check_positive(eps_scaling, "eps_scaling")
-    if eps_scaling >= 1:
-        raise ValueError(f"eps_scaling must be in (0, 1), got {eps_scaling}")
-    return eps_scaling
 
 
 @dataclass

@@ -27,10 +27,11 @@ from ._checks import (
     check_points,
     check_positive,
     check_positive_int,
+    check_scaling,
 )
 from .costs import cost_matrix
 from .kernels import mmd
-from .sinkhorn import sinkhorn_divergence
+from .sinkhorn.engine import Options, divergence_value
 
 __all__ = [
     "Energy",
@@ -430,10 +431,10 @@ def sinkhorn_energy(target, *, eps, tol: float = 1e-6, max_iter: int = 10_000,
     eps = check_positive(eps, "eps")
     tol = check_positive(tol, "tol")
     max_iter = check_positive_int(max_iter, "max_iter")
+    opts = Options(tol=tol, max_iter=max_iter, eps_scaling=check_scaling(eps_scaling))
 
     def value(x):
-        return 0.5 * sinkhorn_divergence(x, y, eps, tol=tol, max_iter=max_iter,
-                                         eps_scaling=eps_scaling)
+        return 0.5 * divergence_value(x, y, eps, opts, "sinkhorn_energy")
 
     return Energy(value, "Sinkhorn divergence")
 

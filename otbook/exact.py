@@ -8,7 +8,7 @@ import numpy as np
 import ot
 import torch
 
-from ._checks import as_tensor, check_cost, check_finite, check_same_mass, check_weights
+from ._checks import as_tensor, broadcast_shapes, check_cost, check_finite, check_same_mass, check_weights
 from .result import OTResult
 
 __all__ = ["emd", "wasserstein_1d"]
@@ -172,7 +172,7 @@ def wasserstein_1d(x, y, a=None, b=None, p: float = 2) -> torch.Tensor:
     if x.device != y.device:
         raise ValueError(f"x is on {x.device} but y is on {y.device}")
     n, m = x.shape[-1], y.shape[-1]
-    batch = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+    batch = broadcast_shapes(x.shape[:-1], y.shape[:-1])
     a = check_weights(a, n, "a", like=x, batch_shape=batch)
     b = check_weights(b, m, "b", like=x, batch_shape=batch)
     check_same_mass(a, b)

@@ -59,7 +59,7 @@ from .costs import cost_matrix
 from .energies import Energy, as_energy, kde_log_density  # noqa: F401
 from .exact import emd
 from .icnn import ICNN, hessian_logdet, potential_gradient
-from .sinkhorn import sinkhorn_divergence
+from .sinkhorn.engine import Options, divergence_value
 
 __all__ = [
     "particle_flow",
@@ -412,8 +412,10 @@ def jko_particles(x, energy, *, tau, n_steps: int, eps=None, inner_steps: int = 
         def transport(y, anchor):
             return emd(None, None, cost_matrix(y, anchor)).value
     else:
+        opts = Options(tol=sinkhorn_tol, max_iter=sinkhorn_max_iter)
+
         def transport(y, anchor):
-            return sinkhorn_divergence(y, anchor, eps, tol=sinkhorn_tol, max_iter=sinkhorn_max_iter)
+            return divergence_value(y, anchor, eps, opts, "jko_particles")
     caught = WarningSummary()
     with caught:
         first = energy(x)

@@ -39,6 +39,7 @@ import torch
 
 from . import _runtime
 from ._checks import (
+    broadcast_shapes,
     check_cost,
     check_eps,
     check_plan,
@@ -50,7 +51,9 @@ from ._checks import (
     check_weights,
 )
 from .result import OTResult
-from .sinkhorn import sinkhorn
+from .costs import CostMatrix
+from .sinkhorn.engine import Options, solve
+from .sinkhorn.objective import kl as kl_divergence
 
 __all__ = ["gromov_wasserstein", "gromov_objective", "gromov_divergence", "LOSSES"]
 
@@ -93,13 +96,6 @@ def _gw_from_product(F1, F2, HPH, P):
     return t1 + t2 - (HPH * P).sum((-2, -1))
 
 
-def _kl_to_product(P, a, b):
-    """KL(P | a x b) = sum P log(P / (a_i b_j)) - sum P + sum a sum b, with 0 log 0 = 0."""
-    logab = torch.log(a)[..., :, None] + torch.log(b)[..., None, :]
-    ent = torch.where(P > 0, P * (torch.log(P) - logab), torch.zeros_like(P)).sum((-2, -1))
-    return ent - P.sum((-2, -1)) + a.sum(-1) * b.sum(-1)
-
-
 def _objective_split(F1, F2, H1, H2, P, a, b, eps, M, alpha, HPH=None, kl=None):
     """(linear part, regularised objective) at plan P, from the split matrices of the loss."""
     if HPH is None:
@@ -109,7 +105,9 @@ def _objective_split(F1, F2, H1, H2, P, a, b, eps, M, alpha, HPH=None, kl=None):
         lin = alpha * lin + (1.0 - alpha) * (M * P).sum((-2, -1))
     if eps == 0:
         return lin, lin
-    return lin, lin + eps * (_kl_to_product(P, a, b) if kl is None else kl)
+    if kl is None:  # KL(P | a x b), with 0 log 0 = 0
+        kl = kl_divergence(P.flatten(-2), (a[..., :, None] * b[..., None, :]).flatten(-2))
+    return lin, lin + eps * kl
 
 
 def _objective(Cx, Cy, P, a, b, eps, M, alpha, loss):
@@ -135,12 +133,12 @@ def _inputs(Cx, Cy, a, b, M, alpha, loss):
             raise ValueError(f"M must have shape (n, m) = ({n}, {m}) to match Cx and Cy, got "
                              f"{tuple(M.shape)}")
         alpha = check_unit_interval(alpha, "alpha")
-    batch = torch.broadcast_shapes(Cx.shape[:-2], Cy.shape[:-2],
+    batch = broadcast_shapes(Cx.shape[:-2], Cy.shape[:-2],
                                    M.shape[:-2] if M is not None else ())
     a = check_weights(a, n, "a", like=Cx, batch_shape=batch)
     b = check_weights(b, m, "b", like=Cx, batch_shape=batch)
     check_same_mass(a, b)
-    full = torch.broadcast_shapes(batch, a.shape[:-1], b.shape[:-1])
+    full = broadcast_shapes(batch, a.shape[:-1], b.shape[:-1])
     return Cx, Cy, a.expand(*full, n), b.expand(*full, m), M, alpha, loss, full
 
 
@@ -156,7 +154,7 @@ def _start_plan(init, a, b, full, like):
     z = z.to(like.dtype)
     if z.shape[-2:] != (n, m):
         raise ValueError(f"init must have shape (n, m) = ({n}, {m}), got {tuple(z.shape)}")
-    full = torch.broadcast_shapes(full, z.shape[:-2])
+    full = broadcast_shapes(full, z.shape[:-2])
     return z.detach().expand(*full, n, m), a.expand(*full, n), b.expand(*full, m), full
 
 
@@ -211,10 +209,10 @@ class _GWProblem:
         # the Sinkhorn solution, only the potentials): 2 (f1(Cx) a 1^T + 1 b^T f2(Cy)^T)
         self.const = 2.0 * ((self.F1 @ a[..., None]) + (self.F2 @ b[..., None]).transpose(-1, -2))
         self.a, self.b, self.eps, self.M, self.alpha = a, b, eps, M, alpha
-        self.sinkhorn_max_iter = sinkhorn_max_iter
         # a convergence check costs a device sync on a GPU; on a CPU it is cheap, and checking at
         # every iteration lets a warm-started solve stop after a few
-        self.check_every = 1 if Cx.device.type == "cpu" else 10
+        self.opts = Options(max_iter=sinkhorn_max_iter,
+                            check_every=1 if Cx.device.type == "cpu" else 10)
 
     def product(self, P):
         """``H1 P H2^T`` (linear in ``P``)."""
@@ -224,23 +222,36 @@ class _GWProblem:
         """One mirror-descent step from the input plan ``z``, given by ``hz = H1 z H2^T``: the
         Sinkhorn plan of the cost linearised at ``z``, to an L1 marginal error ``tol``, from the
         potentials ``warm`` (or cold, for ``None``). Returns the new iterate and the Sinkhorn
-        result (potentials, iterations, converged)."""
+        step's potentials, iterations and convergence."""
         a, b, eps = self.a, self.b, self.eps
         grad = self.const - 2.0 * hz
         if self.M is not None:
             grad = self.alpha * grad + (1.0 - self.alpha) * self.M
-        res = sinkhorn(a, b, grad, eps, tol=tol, max_iter=self.sinkhorn_max_iter, init=warm,
-                       check_every=self.check_every, warn=False)
-        P = res.plan
+        full, (n, m) = grad.shape[:-2], grad.shape[-2:]
+        sol = solve(CostMatrix(grad.reshape(-1, n, m), checked=True),
+                    a.expand(*full, n).reshape(-1, n), b.expand(*full, m).reshape(-1, m), eps,
+                    self.opts.but(tol=tol), init_g=None if warm is None else warm[1].reshape(-1, m))
+        P = sol.plan.reshape(grad.shape)
+        f, g = sol.f.reshape(*full, n), sol.g.reshape(*full, m)
         hP = self.product(P)
         # KL of a Sinkhorn plan from its potentials (log(P / ab) = (f + g - grad) / eps):
         # no logarithm of the n x m plan
         pa, pb = P.sum(-1), P.sum(-2)
-        kl = ((pa * res.f).sum(-1) + (pb * res.g).sum(-1) - (P * grad).sum((-2, -1))) / eps \
+        kl = ((pa * f).sum(-1) + (pb * g).sum(-1) - (P * grad).sum((-2, -1))) / eps \
             - pa.sum(-1) + a.sum(-1) * b.sum(-1)
         lin, value = _objective_split(self.F1, self.F2, self.H1, self.H2, P, a, b, eps, self.M,
                                       self.alpha, hP, kl)
-        return _Iterate(P, hP, lin, value), res
+        done = sol.done.reshape(full)
+        return _Iterate(P, hP, lin, value), _Step(f, g, sol.n_iter, done if full else bool(done))
+
+
+class _Step(NamedTuple):
+    """The Sinkhorn solve of a mirror-descent step: potentials, iterations, convergence."""
+
+    f: torch.Tensor
+    g: torch.Tensor
+    n_iter: int
+    converged: object
 
 
 # Anderson acceleration of the mirror-descent fixed point: it starts after this many steps in a

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import (check_finite, check_gaussians, check_pair_points, check_positive,
+from ._checks import (broadcast_shapes, check_finite, check_gaussians, check_pair_points, check_positive,
                       check_same_mass, check_weights)
 from .costs import pairwise
 
@@ -191,7 +191,7 @@ def mmd(x, y, *, kernel: str | Callable = "gaussian", bandwidth=1.0, a=None, b=N
     if not isinstance(unbiased, (bool, numbers.Integral)):
         raise TypeError(f"unbiased must be a bool, got {type(unbiased).__name__}")
     n, m = x.shape[-2], y.shape[-2]
-    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    batch = broadcast_shapes(x.shape[:-2], y.shape[:-2])
     a = check_weights(a, n, "a", like=x, batch_shape=batch)
     b = check_weights(b, m, "b", like=x, batch_shape=batch)
     if kernel == "energy":

@@ -45,10 +45,11 @@ from ._checks import (
 )
 from ._runtime import WarningSummary, block_rows, randperm
 from ._training import MINI_BATCH_WINDOW, loss_flattened, loss_window, optimizer_step
-from .costs import cost_matrix
+from .costs import PointCloud, cost_matrix
 from .icnn import ICNN  # also importable as otbook.maps.ICNN, where it used to live
 from .result import OTResult
-from .sinkhorn import eps_relative, sinkhorn, sinkhorn_divergence
+from .sinkhorn import eps_relative, sinkhorn
+from .sinkhorn.engine import Options, divergence_value
 
 __all__ = [
     "barycentric_projection",
@@ -310,7 +311,7 @@ def entropic_map(x, y, eps, *, a=None, b=None, tol: float = 1e-6, max_iter: int 
     b = check_weights(b, y.shape[0], "b", like=x)
     check_same_mass(a, b)
     x, y, a, b = x.detach(), y.detach(), a.detach(), b.detach()
-    res = sinkhorn(a, b, cost_matrix(x, y), eps, tol=tol, max_iter=max_iter,
+    res = sinkhorn(a, b, PointCloud(x, y, checked=True), eps, tol=tol, max_iter=max_iter,
                    eps_scaling=eps_scaling, warn=False, progress=progress)
     if warn and not res.converged:
         _runtime.warn(
@@ -388,7 +389,7 @@ def monge_gap(x, y, eps, *, a=None, tol: float = 1e-6, max_iter: int = 10_000,
     a = check_weights(a, x.shape[0], "a", like=x)
     a = a / a.sum()
     displacement = (a * ((x - y) ** 2).sum(-1)).sum()
-    res = sinkhorn(a, a, cost_matrix(x, y), eps, tol=tol, max_iter=max_iter,
+    res = sinkhorn(a, a, PointCloud(x, y, checked=True), eps, tol=tol, max_iter=max_iter,
                    eps_scaling=eps_scaling, warn=False)
     if warn and not res.converged:
         _runtime.warn(
@@ -604,7 +605,7 @@ def _map_loss(model, xb, yb, *, eps, lam, gap_eps, tol, max_iter):
     """:func:`fit_map`'s loss on one pair of batches: ``(fit, Monge gap, total)``, the gap zero
     when its weight ``lam`` is."""
     mapped = _apply(model, xb)
-    fit = sinkhorn_divergence(mapped, yb, eps, tol=tol, max_iter=max_iter)
+    fit = divergence_value(mapped, yb, eps, Options(tol=tol, max_iter=max_iter), "fit_map")
     if not lam:
         return fit, fit.new_zeros(()), fit
     # by default the gap's eps follows the map (5 % of the current mean cost), so that its

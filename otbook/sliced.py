@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (check_generator, check_pair_points, check_positive_int, check_same_mass,
+from ._checks import (broadcast_shapes, check_generator, check_pair_points, check_positive_int, check_same_mass,
                       check_weights)
 from .exact import wasserstein_1d
 
@@ -99,7 +99,7 @@ def sliced_wasserstein(x, y, *, n_projections: int, p: float = 2, a=None, b=None
     """
     x, y = check_pair_points(x, y)
     n_projections = check_positive_int(n_projections, "n_projections")
-    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    batch = broadcast_shapes(x.shape[:-2], y.shape[:-2])
     a = check_weights(a, x.shape[-2], "a", like=x, batch_shape=batch)
     b = check_weights(b, y.shape[-2], "b", like=x, batch_shape=batch)
     check_same_mass(a, b)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import (check_choice, check_eps, check_pair_points, check_positive,
-                       check_positive_int, check_potential, check_relaxation, check_same_mass,
+from .._checks import (broadcast_shapes, check_choice, check_eps, check_pair_points, check_positive,
+                       check_positive_int, check_potential, check_relaxation, check_same_mass, check_scaling,
                        check_weights)
 from .._runtime import warn as _warn_runtime
-from ..costs import PointCloud, as_cost
+from ..costs import as_cost, check_ground
 from ..result import OTResult
-from .engine import BACKENDS, Options, debiased, solve
+from .engine import BACKENDS, Options, cloud_divergence, solve, unconverged_message
 from .objective import linear_value, ot_value
 
 __all__ = ["sinkhorn", "sinkhorn_divergence"]
@@ -22,10 +22,7 @@ __all__ = ["sinkhorn", "sinkhorn_divergence"]
 
 def _options(tol, max_iter, check_every, omega, eps_scaling, backend, memory_budget, progress):
     """Check the solver settings shared by the public functions; return :class:`Options`."""
-    if eps_scaling is not None:
-        eps_scaling = check_positive(eps_scaling, "eps_scaling")
-        if eps_scaling >= 1:
-            raise ValueError(f"eps_scaling must be in (0, 1), got {eps_scaling}")
+    eps_scaling = check_scaling(eps_scaling)
     if memory_budget is not None:
         memory_budget = check_positive(memory_budget, "memory_budget")
     return Options(tol=check_positive(tol, "tol"),
@@ -162,7 +159,7 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
     b = check_weights(b, m, "b", like=like, batch_shape=batch)
     if rho_a is None and rho_b is None:
         check_same_mass(a, b)
-    full = torch.broadcast_shapes(batch, a.shape[:-1], b.shape[:-1])
+    full = broadcast_shapes(batch, a.shape[:-1], b.shape[:-1])
     flat = cost.broadcast(full)
     af, bf = _flat_weights(a, n, full), _flat_weights(b, m, full)
     g0 = None
@@ -253,22 +250,16 @@ def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: f
     x, y = check_pair_points(x, y)
     eps = check_eps(eps)
     opts = _options(tol, max_iter, 10, omega, eps_scaling, backend, memory_budget, False)
-    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    batch = broadcast_shapes(x.shape[:-2], y.shape[:-2])
     n, m = x.shape[-2], y.shape[-2]
     a = check_weights(a, n, "a", like=x, batch_shape=batch)
     b = check_weights(b, m, "b", like=x, batch_shape=batch)
     check_same_mass(a, b)
-    full = torch.broadcast_shapes(batch, a.shape[:-1], b.shape[:-1])
-    xy = PointCloud(x, y, cost)
-    xx, yy = PointCloud(x, x, cost, checked=True), PointCloud(y, y, cost, checked=True)
-    af, bf = _flat_weights(a, n, full), _flat_weights(b, m, full)
-    div = debiased(xy.broadcast(full), xx.broadcast(full), yy.broadcast(full), af, bf, eps, opts,
-                   warm=eps_scaling is None)
-    if warn and not bool(div.converged.all()):
-        for what, sol in (("the cross problem", div.cross), ("a symmetric problem", div.self_x),
-                          ("a symmetric problem", div.self_y)):
-            if not bool(sol.done.all()):
-                _warn_runtime("sinkhorn_divergence: " + _unconverged_message(what, sol.done,
-                                                                             sol.err, opts))
-                break
-    return div.value.reshape(full)
+    full = broadcast_shapes(batch, a.shape[:-1], b.shape[:-1])
+    check_ground(cost, x, y)
+    af, bf = a.expand(*full, n), b.expand(*full, m)
+    div = cloud_divergence(x, y, af, bf, eps, opts, cost)
+    message = unconverged_message("sinkhorn_divergence", div, opts)
+    if warn and message:
+        _warn_runtime(message)
+    return div.value

@@ -14,14 +14,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .._runtime import dense_fits, memory_budget, progress
+from .._runtime import dense_fits, memory_budget, progress, warn
+from ..costs import PointCloud
 from .kernel import DenseKernel, OnlineKernel
 from .loop import Marginals, iterate, symmetric
 from .objective import ot_value, primal
 from .schedule import eps_schedule
 
 __all__ = ["Options", "Solution", "choose_backend", "solve", "solve_symmetric", "debiased",
-           "Divergence"]
+           "Divergence", "cloud_divergence", "unconverged_message", "divergence_value"]
 
 BACKENDS = ("auto", "dense", "online")
 
@@ -230,3 +231,43 @@ def debiased(cost_xy, cost_xx, cost_yy, a, b, eps: float, opts: Options, *, warm
     value = (ot_value(cross, cost_xy, a, b)
              - 0.5 * (ot_value(sx, cost_xx, a, a) + ot_value(sy, cost_yy, b, b)))
     return Divergence(value, cross, sx, sy)
+
+
+def cloud_divergence(x, y, a, b, eps: float, opts: Options, cost="sqeuclidean") -> Divergence:
+    """The Sinkhorn divergence between checked point clouds ``x (..., n, d)`` and
+    ``y (..., m, d)`` with checked weights broadcast to the batch shape ``(..., n)`` and
+    ``(..., m)``; ``value`` has that batch shape. The cross problem starts warm from the
+    symmetric potentials, or, with ``opts.eps_scaling``, cold with annealing."""
+    full = a.shape[:-1]
+    n, m = x.shape[-2], y.shape[-2]
+    xy = PointCloud(x, y, cost, checked=True)
+    xx, yy = PointCloud(x, x, cost, checked=True), PointCloud(y, y, cost, checked=True)
+    div = debiased(xy.broadcast(full), xx.broadcast(full), yy.broadcast(full),
+                   a.reshape(-1, n), b.reshape(-1, m), eps, opts, warm=opts.eps_scaling is None)
+    div.value = div.value.reshape(full)
+    return div
+
+
+def unconverged_message(what: str, div: Divergence, opts: Options) -> str | None:
+    """The warning for a divergence whose solves did not all converge (``None`` if they did)."""
+    for part, sol in (("the cross problem", div.cross), ("a symmetric problem", div.self_x),
+                      ("a symmetric problem", div.self_y)):
+        if not bool(sol.done.all()):
+            bad = int((~sol.done).sum())
+            return (f"{what}: {part} did not converge for {bad} problem(s) in {opts.max_iter} "
+                    f"iterations (criterion {float(sol.err[~sol.done].max()):.3g} > tol "
+                    f"{opts.tol:g}); raise max_iter, or use a larger eps")
+    return None
+
+
+def divergence_value(x, y, eps: float, opts: Options, what: str, a=None, b=None):
+    """:math:`S_\\varepsilon` between checked clouds ``(n, d)`` and ``(m, d)`` (weights checked,
+    or ``None`` for uniform), differentiable; a ``RuntimeWarning`` naming ``what`` when a solve
+    did not converge (loops collect these with :class:`~otbook._runtime.WarningSummary`)."""
+    a = x.new_full((x.shape[0],), 1.0 / x.shape[0]) if a is None else a
+    b = y.new_full((y.shape[0],), 1.0 / y.shape[0]) if b is None else b
+    div = cloud_divergence(x, y, a, b, eps, opts)
+    message = unconverged_message(what, div, opts)
+    if message:
+        warn(message, stacklevel=3)
+    return div.value
