@@ -181,14 +181,15 @@ def solve_symmetric(cost, a, eps: float, opts: Options, backend=None) -> Solutio
                                         opts.memory_budget)
     with torch.no_grad():
         K = _kernel(cost, a, a, eps, backend, opts.memory_budget)
-        f, err, done, iters = symmetric(K, opts.tol, opts.max_iter, opts.symmetric_check_every)
+        f, err, done, iters, n_absorb = symmetric(K, opts.tol, opts.max_iter,
+                                                  opts.symmetric_check_every)
         K.rebase(f, f)
         one = torch.ones_like(a)
         s = K.mv(a)
         plan = K.plan(one, one) if backend == "dense" else None
     return Solution(a=a, b=a, eps=eps, rho_a=None, rho_b=None, f=f, g=f, plan=plan, pa=a * s,
                     pb=a * s, row_density=s, col_density=s, err=err, done=done.to(a.device),
-                    iters=iters.to(a.device), n_iter=int(iters.max()), n_absorb=0,
+                    iters=iters.to(a.device), n_iter=int(iters.max()), n_absorb=n_absorb,
                     omega=torch.ones(a.shape[0], dtype=a.dtype), backend=backend, levels=[eps],
                     kernel=K if plan is None else None, scalings=(one, one) if plan is None else None)
 

@@ -189,7 +189,8 @@ def symmetric(K, tol, max_iter, check_every=5):
     :math:`u \leftarrow \sqrt{u / \tilde K (a u)}`: one product per step. The first step is
     exact in the log domain (from :math:`f = 0`); when ``u`` drifts it is absorbed into the
     base. Criterion: the L1 marginal violation :math:`\sum_i a_i |u_i (\tilde K a u)_i - 1|`.
-    Returns ``(f, err, done, iters)``, per problem of the batch.
+    Returns ``(f, err, done, iters, n_absorb)``, per problem of the batch (``n_absorb`` for
+    all together).
     """
     a, eps = K.a, K.eps
     f = 0.5 * K.update_f(a.new_zeros(a.shape), eps)  # one averaged step from f = 0
@@ -200,6 +201,7 @@ def symmetric(K, tol, max_iter, check_every=5):
     err = a.new_full((B,), float("inf"))
     done = np.zeros(B, dtype=bool)
     iters = np.full(B, max_iter)
+    n_absorb = 0
     for it in range(1, max_iter + 1):
         s = K.mv(a * u)
         if it % check_every == 0 or it == max_iter:
@@ -213,10 +215,12 @@ def symmetric(K, tol, max_iter, check_every=5):
                 f = K.f0 + eps * torch.log(u)
                 K.rebase(f, f)
                 u = torch.ones_like(a)
+                n_absorb += 1
                 continue
         # problems that converged keep their state (the update would not change it much, but
         # their criterion was measured here)
         u_new = torch.sqrt(u / s)
         u = u_new if not done.any() else torch.where(torch.as_tensor(done, device=a.device)[:, None],
                                                      u, u_new)
-    return K.f0 + eps * torch.log(u), err, torch.as_tensor(done), torch.as_tensor(iters)
+    return (K.f0 + eps * torch.log(u), err, torch.as_tensor(done), torch.as_tensor(iters),
+            n_absorb)
