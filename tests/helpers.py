@@ -65,3 +65,20 @@ def raises_clearly(call, exc, match):
     """Assert that ``call()`` raises ``exc`` (a ValueError or TypeError) matching ``match``."""
     with pytest.raises(exc, match=match):
         call()
+
+
+def gaussian_sample(mean, cov, n, seed, exact_moments=False):
+    """``n`` draws of N(mean, cov) in float64; with ``exact_moments``, whitened so that the
+    sample mean and covariance are exactly ``(mean, cov)``."""
+    z = torch.randn(n, len(mean), generator=gen(seed), dtype=F64)
+    if exact_moments:
+        z = z - z.mean(0)
+        z = z @ torch.linalg.inv(torch.linalg.cholesky(z.T @ z / n)).T
+    chol = torch.linalg.cholesky(torch.as_tensor(cov, dtype=F64))
+    return torch.as_tensor(mean, dtype=F64) + z @ chol.T
+
+
+def random_spd(d, seed):
+    """A random symmetric positive definite d x d matrix (float64)."""
+    A = torch.randn(d, d, generator=gen(seed), dtype=F64)
+    return A @ A.T + 0.1 * torch.eye(d, dtype=F64)

@@ -7,8 +7,8 @@ import scipy.linalg
 import torch
 
 import otbook as ob
+from helpers import F64
 
-F64 = torch.float64
 
 # an unconverged solve is a failure here, except where a test expects the warning
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -8,8 +8,8 @@ import torch
 
 import otbook as ob
 import helpers
+from helpers import F64
 
-F64 = torch.float64
 
 
 def problem(n, m, seed, d=2, dtype=F64, weighted=True):

@@ -1,43 +1,12 @@
+"""Gaussians: Bures-Wasserstein against POT and the commuting case, batches, the Gaussian map."""
+
 import numpy as np
 import ot
 import pytest
 import torch
 
 import otbook as ob
-
-
-def test_cost_matrix_against_pot():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(20, 3)), rng.normal(size=(30, 3))
-    for ours, theirs in [("sqeuclidean", "sqeuclidean"), ("euclidean", "euclidean"), ("cosine", "cosine")]:
-        C = ob.cost_matrix(x, y, cost=ours)
-        assert C.dtype == torch.float64 and C.shape == (20, 30)
-        np.testing.assert_allclose(C.numpy(), ot.dist(x, y, metric=theirs), atol=1e-10)
-
-
-def test_cost_matrix_batched_callable_and_1d(device, dtype):
-    x = torch.randn(5, 7, 2, device=device, dtype=dtype)
-    y = torch.randn(5, 9, 2, device=device, dtype=dtype)
-    C = ob.cost_matrix(x, y)
-    assert C.shape == (5, 7, 9) and C.dtype == dtype and C.device.type == device.type
-    for k in range(5):
-        torch.testing.assert_close(C[k], ob.cost_matrix(x[k], y[k]))
-    C1 = ob.cost_matrix(x, y, cost=lambda u, v: (u[..., :, None, :] - v[..., None, :, :]).abs().sum(-1))
-    assert C1.shape == (5, 7, 9)
-    C2 = ob.cost_matrix(torch.tensor([0.0, 1.0]), torch.tensor([3.0]))
-    assert C2.tolist() == [[9.0], [4.0]]
-
-
-def test_euclidean_gradient_finite_at_coincident_points():
-    x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
-    ob.cost_matrix(x, x.detach(), cost="euclidean").sum().backward()
-    assert torch.isfinite(x.grad).all()
-
-
-def random_spd(d, seed):
-    g = torch.Generator().manual_seed(seed)
-    A = torch.randn(d, d, generator=g, dtype=torch.float64)
-    return A @ A.T + 0.1 * torch.eye(d, dtype=torch.float64)
+from helpers import random_spd
 
 
 @pytest.mark.parametrize("d", [1, 3, 8])
