@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 
@@ -37,6 +38,7 @@ __all__ = [
     "progress",
     "warn",
     "WarningSummary",
+    "renamed_keywords",
 ]
 
 
@@ -215,3 +217,27 @@ class WarningSummary:
         if enabled and self.count:
             warn(f"{where}: {self.count} of {n} {what} warned; the first: {self.first}",
                  stacklevel=stacklevel + 1)
+
+
+def renamed_keywords(**renames):
+    """Keep old keyword names working for one release: ``old=value`` is passed on as
+    ``new=value`` with a ``DeprecationWarning`` (``renames`` maps old to new); giving both is a
+    ``TypeError``."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}() got both {old!r} and {new!r}; {old!r} is the "
+                                    f"deprecated name of {new!r}: pass only {new!r}")
+                warnings.warn(f"{fn.__name__}: {old!r} is deprecated and will be removed in the "
+                              f"next release; use {new!r}", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

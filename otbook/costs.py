@@ -34,8 +34,8 @@ from typing import Callable
 
 import torch
 
-from ._checks import (as_tensor, broadcast_shapes, check_choice, check_codes, check_cost, check_finite, check_labels,
-                      check_pair_points, check_points, check_weights)
+from ._checks import (as_tensor, broadcast_shapes, check_choice, check_codes, check_cost,
+                      check_finite, check_labels, check_pair_points, check_points, check_weights)
 
 __all__ = [
     "cost_matrix",
@@ -504,7 +504,8 @@ class SumCost(Cost):
             raise TypeError("components must be a non-empty list of Cost objects")
         first = components[0]
         for k, c in enumerate(components):
-            if (c.n, c.m) != (first.n, first.m) or c.dtype != first.dtype or c.device != first.device:
+            if ((c.n, c.m) != (first.n, first.m) or c.dtype != first.dtype
+                    or c.device != first.device):
                 raise ValueError(f"components[{k}] has shape {tuple(c.shape)}, {c.dtype} on "
                                  f"{c.device}; components[0] has {tuple(first.shape)}, "
                                  f"{first.dtype} on {first.device}")

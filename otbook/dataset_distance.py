@@ -28,8 +28,6 @@ How it is computed here:
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +52,7 @@ from ._runtime import randperm, warn as warn_runtime
 from .costs import PointCloud, SumCost, TableCost, cost_matrix
 from .exact import emd
 from .gaussian import bures_wasserstein
-from .sinkhorn.engine import BACKENDS, Options, choose_backend, debiased, solve
+from .sinkhorn.engine import BACKENDS, Options, debiased, solve
 from .sinkhorn.objective import linear_value, ot_value
 
 __all__ = ["dataset_distance", "DatasetDistance", "label_distances", "class_statistics"]

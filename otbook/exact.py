@@ -9,6 +9,7 @@ import ot
 import torch
 
 from ._checks import as_tensor, broadcast_shapes, check_cost, check_finite, check_same_mass, check_weights
+from ._runtime import warn
 from .result import OTResult
 
 __all__ = ["emd", "wasserstein_1d"]
@@ -104,12 +105,8 @@ def emd(a, b, C, *, max_iter: int = 10_000_000) -> OTResult:
     marg = (P.sum(-1) - a).abs().sum(-1) + (P.sum(-2) - b).abs().sum(-1)
     converged = all(ok) if batch == () else torch.tensor(ok, device=C.device).reshape(batch)
     if not all(ok):
-        warnings.warn(
-            "emd: the network simplex stopped before optimality (raise max_iter); "
-            "the result is not optimal",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warn("emd: the network simplex stopped before optimality (raise max_iter); the result "
+             "is not optimal")
     return OTResult(
         plan=P,
         value=value,

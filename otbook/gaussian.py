@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_tensor, check_covariance, check_finite, check_gaussians
+from ._checks import as_tensor, check_gaussians
 
 __all__ = ["sqrtm_psd", "bures_wasserstein", "gaussian_map", "GaussianMap"]
 

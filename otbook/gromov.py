@@ -31,8 +31,6 @@ four-index tensor.
 
 from __future__ import annotations
 
-import functools
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -156,30 +154,6 @@ def _start_plan(init, a, b, full, like):
         raise ValueError(f"init must have shape (n, m) = ({n}, {m}), got {tuple(z.shape)}")
     full = broadcast_shapes(full, z.shape[:-2])
     return z.detach().expand(*full, n, m), a.expand(*full, n), b.expand(*full, m), full
-
-
-def _renamed_keywords(**renames):
-    """Keep old keyword names working for one release: ``old=value`` is passed on as
-    ``new=value`` with a ``DeprecationWarning`` (``renames`` maps old to new); giving both is a
-    ``TypeError``."""
-
-    def decorate(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            for old, new in renames.items():
-                if old not in kwargs:
-                    continue
-                if new in kwargs:
-                    raise TypeError(f"{fn.__name__}() got both {old!r} and {new!r}; {old!r} is the "
-                                    f"deprecated name of {new!r}: pass only {new!r}")
-                warnings.warn(f"{fn.__name__}: {old!r} is deprecated and will be removed in the "
-                              f"next release; use {new!r}", DeprecationWarning, stacklevel=2)
-                kwargs[new] = kwargs.pop(old)
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
 
 
 class _Iterate(NamedTuple):
@@ -475,7 +449,7 @@ def _warn_unconverged(run: _Run, marg, tol, max_iter, sinkhorn_max_iter):
                   "(or sinkhorn_max_iter), or use a larger eps", stacklevel=4)
 
 
-@_renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
+@_runtime.renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
 def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=None,
                        alpha: float = 0.5, init=None, max_iter: int = 1000, tol: float = 1e-9,
                        anderson: int = 5, sinkhorn_tol: float = 1e-8,
@@ -668,7 +642,7 @@ def gromov_objective(Cx, Cy, plan, a=None, b=None, *, eps: float = 0.0, loss: st
     return _objective(Cx, Cy, P, a, b, eps, M, alpha, loss)[1]
 
 
-@_renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
+@_runtime.renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
 def gromov_divergence(Cx, Cy, a=None, b=None, *, eps, **kwargs) -> torch.Tensor:
     r"""A debiased entropic Gromov-Wasserstein loss, for generative models across spaces.
 

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import (broadcast_shapes, check_finite, check_gaussians, check_pair_points, check_positive,
-                      check_same_mass, check_weights)
+from ._checks import (broadcast_shapes, check_finite, check_gaussians, check_pair_points,
+                      check_positive, check_same_mass, check_weights)
+from ._runtime import block_rows
+from ._runtime import memory_budget as runtime_memory_budget
 from .costs import pairwise
 
 __all__ = ["mmd", "mmd_gaussians", "kernel_matrix", "KERNELS"]
@@ -100,11 +102,6 @@ def kernel_matrix(x, y, *, kernel="gaussian", bandwidth=1.0) -> torch.Tensor:
     return check_finite(_kernel(x, y, _check_kernel(kernel), _bandwidths(bandwidth)), "kernel(x, y)")
 
 
-def _block_size(n: int, m: int, batch: int, dtype, budget: float) -> int:
-    size = torch.finfo(dtype).bits // 8
-    return int(max(1, min(n, budget // max(1, 4 * m * batch * size))))
-
-
 def _weighted_sum(x, y, wx, wy, kernel, hs, block, diagonal):
     """sum_ij wx_i K_ij wy_j (and, for x = y, sum_i wx_i wy_i K_ii), block by block over rows."""
     n = x.shape[-2]
@@ -133,7 +130,7 @@ def _weighted_sum(x, y, wx, wy, kernel, hs, block, diagonal):
 
 
 def mmd(x, y, *, kernel: str | Callable = "gaussian", bandwidth=1.0, a=None, b=None,
-        unbiased: bool = False, memory_budget: float = 1e9) -> torch.Tensor:
+        unbiased: bool = False, memory_budget: float | None = None) -> torch.Tensor:
     r"""Squared maximum mean discrepancy between two weighted point clouds.
 
     .. math::
@@ -167,9 +164,10 @@ def mmd(x, y, *, kernel: str | Callable = "gaussian", bandwidth=1.0, a=None, b=N
     unbiased : bool
         Use the U-statistic (for weights, :math:`\frac{A^2}{A^2 - \sum_i a_i^2}
         \sum_{i \ne i'} a_i a_{i'} k(x_i, x_{i'})` with :math:`A = \sum_i a_i`).
-    memory_budget : float
-        Bytes a block of the kernel matrix may take; larger inputs are processed block by
-        block.
+    memory_budget : float or None
+        Bytes a block of the kernel matrix and its temporaries may take (``None``: the device's
+        default, see :func:`~otbook.sinkhorn`); the matrices are processed a block of rows at a
+        time, recomputed in the backward pass rather than stored.
 
     Returns
     -------
@@ -187,7 +185,7 @@ def mmd(x, y, *, kernel: str | Callable = "gaussian", bandwidth=1.0, a=None, b=N
     x, y = check_pair_points(x, y)
     kernel = _check_kernel(kernel)
     hs = _bandwidths(bandwidth)
-    budget = check_positive(memory_budget, "memory_budget")
+    budget = runtime_memory_budget(memory_budget, x)
     if not isinstance(unbiased, (bool, numbers.Integral)):
         raise TypeError(f"unbiased must be a bool, got {type(unbiased).__name__}")
     n, m = x.shape[-2], y.shape[-2]
@@ -199,7 +197,8 @@ def mmd(x, y, *, kernel: str | Callable = "gaussian", bandwidth=1.0, a=None, b=N
     nb = int(torch.tensor(batch).prod()) if batch else 1
     terms = []
     for p, q, wp, wq, self_term in ((x, x, a, a, True), (y, y, b, b, True), (x, y, a, b, False)):
-        block = _block_size(p.shape[-2], q.shape[-2], nb, p.dtype, budget)
+        # a block and about three temporaries of its size (distances, kernel, weighted kernel)
+        block = block_rows(p.shape[-2], 4 * q.shape[-2], p, budget, batch=nb)
         total, diag = _weighted_sum(p, q, wp, wq, kernel, hs, block, self_term and unbiased)
         if self_term and unbiased:
             mass2 = wp.sum(-1) ** 2

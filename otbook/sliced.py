@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (broadcast_shapes, check_generator, check_pair_points, check_positive_int, check_same_mass,
+from ._checks import (broadcast_shapes, check_pair_points, check_positive_int, check_same_mass,
                       check_weights)
+from ._runtime import randn
 from .exact import wasserstein_1d
 
 __all__ = ["sliced_wasserstein", "random_directions"]
@@ -42,12 +43,7 @@ def random_directions(d: int, n_projections: int, *, like: torch.Tensor,
     """
     d = check_positive_int(d, "d")
     n_projections = check_positive_int(n_projections, "n_projections")
-    generator = check_generator(generator)
-    if generator is None:
-        z = torch.randn(d, n_projections, dtype=like.dtype, device=like.device)
-    else:
-        z = torch.randn(d, n_projections, dtype=like.dtype, device=generator.device,
-                        generator=generator).to(like.device)
+    z = randn((d, n_projections), like, generator)
     return z / z.norm(dim=0, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
 
 

@@ -2,8 +2,6 @@
 the same Sinkhorn solution dense and online (to 1e-10 in float64), the same batched as looped,
 and correct gradients (gradcheck); and the ground costs against independent computations."""
 
-import math
-
 import numpy as np
 import ot
 import pytest

@@ -1,6 +1,5 @@
 """Gaussians: Bures-Wasserstein against POT and the commuting case, batches, the Gaussian map."""
 
-import numpy as np
 import ot
 import pytest
 import torch

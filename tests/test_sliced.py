@@ -1,8 +1,6 @@
 """Sliced Wasserstein: 1-D and Gaussian closed forms, translation, POT, gradients, bad input."""
 
-import numpy as np
 import ot
-import pytest
 import torch
 
 import otbook as ob

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import (broadcast_shapes, check_choice, check_eps, check_pair_points, check_positive,
-                       check_positive_int, check_potential, check_relaxation, check_same_mass, check_scaling,
-                       check_weights)
+from .._checks import (broadcast_shapes, check_choice, check_eps, check_pair_points,
+                       check_positive, check_positive_int, check_potential, check_relaxation,
+                       check_same_mass, check_scaling, check_weights)
 from .._runtime import warn as _warn_runtime
 from ..costs import as_cost, check_ground
 from ..result import OTResult
@@ -199,7 +199,8 @@ def sinkhorn_divergence(x, y, eps, *, a=None, b=None, cost="sqeuclidean", tol: f
     .. math::
 
         S_\varepsilon(\alpha, \beta) = \mathrm{OT}_\varepsilon(\alpha, \beta)
-        - \tfrac12 \mathrm{OT}_\varepsilon(\alpha, \alpha) - \tfrac12 \mathrm{OT}_\varepsilon(\beta, \beta),
+        - \tfrac12 \mathrm{OT}_\varepsilon(\alpha, \alpha)
+        - \tfrac12 \mathrm{OT}_\varepsilon(\beta, \beta),
 
     with :math:`\mathrm{OT}_\varepsilon` the balanced entropic problem of :func:`sinkhorn`. It is
     non-negative, zero when the measures coincide, and for the squared Euclidean cost

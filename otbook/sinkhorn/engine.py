@@ -191,7 +191,8 @@ def solve_symmetric(cost, a, eps: float, opts: Options, backend=None) -> Solutio
                     pb=a * s, row_density=s, col_density=s, err=err, done=done.to(a.device),
                     iters=iters.to(a.device), n_iter=int(iters.max()), n_absorb=n_absorb,
                     omega=torch.ones(a.shape[0], dtype=a.dtype), backend=backend, levels=[eps],
-                    kernel=K if plan is None else None, scalings=(one, one) if plan is None else None)
+                    kernel=K if plan is None else None,
+                    scalings=(one, one) if plan is None else None)
 
 
 @dataclass

@@ -59,7 +59,8 @@ class Kernel:
         self.f0 = self.g0 = None
 
     def update_f(self, g, eps, lam=1.0):
-        """The exact (log-domain) update ``f = lam T(g)``, ``T(g) = -eps log K_eps (b e^{g/eps})``."""
+        """The exact (log-domain) update ``f = lam T(g)``, with
+        ``T(g) = -eps log sum_j b_j exp((g_j - C_ij) / eps)``."""
         return -lam * eps * self.lse_rows(self.log_b + g / eps, eps)
 
     def update_g(self, f, eps, lam=1.0):
@@ -135,12 +136,6 @@ class DenseKernel(Kernel):
         P = self.K.mul_((self.a * u)[:, :, None]).mul_((self.b * v)[:, None, :])
         self.K = None
         return P
-
-    def select(self, idx):
-        """Keep the problems ``idx`` of the batch (the others have converged)."""
-        new = DenseKernel(self.C[idx], self.a[idx], self.b[idx], self.eps)
-        new.f0, new.g0, new.K, new._small = self.f0[idx], self.g0[idx], self.K[idx], self._small
-        return new
 
 
 class OnlineKernel(Kernel):
@@ -250,6 +245,3 @@ class OnlineKernel(Kernel):
         for s, Z in self._exponents(r, c, self.eps, transpose):
             P = Z.clamp_(min=lo).exp_()
             yield s, P.masked_fill_(P < 1.5 * math.exp(lo), 0.0)
-
-    def select(self, idx):
-        raise NotImplementedError("the online kernel solves its batch to the end")

@@ -7,9 +7,11 @@ stabilised kernel :math:`\tilde K` of base potentials :math:`f^0, g^0`, one iter
 
 .. math::
 
-    u \leftarrow \Big(\frac{1}{\tilde K (b \odot v)}\Big)^{\lambda_a} e^{(\lambda_a - 1) f^0 / \varepsilon},
+    u \leftarrow \Big(\frac{1}{\tilde K (b \odot v)}\Big)^{\lambda_a}
+        e^{(\lambda_a - 1) f^0 / \varepsilon},
     \qquad
-    v \leftarrow \Big(\frac{1}{\tilde K^\top (a \odot u)}\Big)^{\lambda_b} e^{(\lambda_b - 1) g^0 / \varepsilon},
+    v \leftarrow \Big(\frac{1}{\tilde K^\top (a \odot u)}\Big)^{\lambda_b}
+        e^{(\lambda_b - 1) g^0 / \varepsilon},
 
 with :math:`\lambda = \rho / (\rho + \varepsilon)` for a KL-penalised marginal and
 :math:`\lambda = 1` (the textbook update ``u = 1 / K v``) for a hard one. The potentials are
@@ -220,7 +222,8 @@ def symmetric(K, tol, max_iter, check_every=5):
         # problems that converged keep their state (the update would not change it much, but
         # their criterion was measured here)
         u_new = torch.sqrt(u / s)
-        u = u_new if not done.any() else torch.where(torch.as_tensor(done, device=a.device)[:, None],
-                                                     u, u_new)
+        if done.any():
+            u_new = torch.where(torch.as_tensor(done, device=a.device)[:, None], u, u_new)
+        u = u_new
     return (K.f0 + eps * torch.log(u), err, torch.as_tensor(done), torch.as_tensor(iters),
             n_absorb)

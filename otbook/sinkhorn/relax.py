@@ -114,7 +114,8 @@ class Relax:
         w = self.w
         patience = np.maximum(10.0 / (k * (2.0 - w)), 3.0)
         with np.errstate(invalid="ignore"):
-            back = (w != 1.0) & ~(err <= tol) & (~finite | (err > 100.0 * self.best) | (self.stale >= patience))
+            back = ((w != 1.0) & ~(err <= tol)
+                    & (~finite | (err > 100.0 * self.best) | (self.stale >= patience)))
         if back.any():
             self.strikes = self.strikes + back
             # A failed increase returns to the factor that worked before it, and later ones
