@@ -21,7 +21,7 @@ from .energies import (Energy, interaction_energy, internal_energy, mmd_energy, 
 from .flows import FlowResult, JKOResult, jko_icnn, jko_particles, particle_flow
 from . import energies, flows, icnn
 from . import plot
-from .notebook import setup_notebook
+from .notebook import glue, setup_notebook
 from .utils import device, uniform
 
 __version__ = "0.1.0"
@@ -81,6 +81,7 @@ __all__ = [
     "potential_energy",
     "sinkhorn_energy",
     "setup_notebook",
+    "glue",
     "sinkhorn",
     "sinkhorn_divergence",
     "uniform",

@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["setup_notebook"]
+__all__ = ["setup_notebook", "glue"]
 
 # Environment variables read by third-party libraries when they are imported.
 QUIET_ENV = {
@@ -58,3 +58,27 @@ def setup_notebook() -> None:
             import matplotlib.font_manager  # noqa: F401  (builds the font cache on first use)
         finally:
             logger.setLevel(level)
+
+
+def glue(name: str, value, display: bool = False):
+    """Make a computed ``value`` available to the chapter's prose, and return it.
+
+    In the book, the prose shows it with myst-nb's role, ``{glue:text}`name:.3g``` (a format
+    spec after the colon), so that no number about a run is ever typed in: the page shows what
+    the run computed. Where myst-nb is not installed (a notebook on Colab, a script) this only
+    returns ``value``. Numbers are glued as Python floats or ints (tensors are converted).
+
+    Examples
+    --------
+    >>> import otbook as ob
+    >>> ob.glue("answer", 42)
+    42
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # a 0-d tensor or NumPy scalar: a Python number for the format spec
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    myst_glue(name, value, display=display)
+    return value

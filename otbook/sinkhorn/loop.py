@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._runtime import progress
 from .kernel import threshold
 from .relax import Relax
 
@@ -125,9 +126,14 @@ def _absorb_if_drifted(K, st, lams):
 
 
 def iterate(K, marg: Marginals, tol, max_iter, check_every, omega, bar=None):
-    """Run Sinkhorn on the kernel ``K`` (already based) until every problem of the batch meets
-    ``tol`` or ``max_iter`` iterations have run. Returns the final :class:`Scalings` and the
-    per-problem report ``(err, done, iters, n_absorb, omegas)``."""
+    """Run Sinkhorn on the kernel ``K`` (with its base potentials set) until every problem of
+    the batch meets ``tol`` or ``max_iter`` iterations have run; ``bar``: a progress bar.
+
+    Returns the final :class:`Scalings` and the report ``(err, done, iters, n_absorb, omegas,
+    n_run)``: per problem the criterion, whether it converged, its iterations and the
+    over-relaxation factor it ended with; for the batch, the absorptions and the iterations
+    run."""
+    bar = bar if bar is not None else progress(False)
     B = K.a.shape[0]
     lam_a, lam_b = marg.lam(K.eps)
     st, relax = Scalings.ones(K), Relax(omega, B, K.a)
