@@ -402,6 +402,10 @@ class PointCloud(Cost):
 class TableCost(Cost):
     r"""A table gathered by integer codes: :math:`C_{ij} = T[c_i, c'_j]`.
 
+    As an inner product with one-hot codes, :math:`T[c_i, c'_j] = \langle T[c_i, :],
+    e_{c'_j}\rangle`, the table joins the matrix product of a :class:`SumCost` (when ``K2`` is
+    at most ``MAX_FACTOR``, 256); larger tables are gathered block by block.
+
     Parameters
     ----------
     table : Tensor or array, shape (K1, K2)
@@ -410,10 +414,6 @@ class TableCost(Cost):
         Row code of each source, in ``0 .. K1 - 1``.
     codes_y : Tensor or array of int, shape (m,)
         Column code of each target, in ``0 .. K2 - 1``.
-
-    As an inner product with one-hot codes, :math:`T[c_i, c'_j] = \langle T[c_i, :],
-    e_{c'_j}\rangle`, the table joins the matrix product of a :class:`SumCost` (when ``K2`` is
-    at most :attr:`MAX_FACTOR`); larger tables are gathered block by block.
 
     Examples
     --------
