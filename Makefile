@@ -2,8 +2,9 @@
 # Each target creates .venv and installs what it needs on first use.
 #
 #   make book      build the HTML book, executing every chapter   -> _build/html/index.html
-#   make test      unit tests + the library's docstring examples + every chapter of _toc.yml executed afresh + every page of the
-#                  built book checked in headless Chromium (screenshots -> _build/screenshots)
+#   make test      every chapter of _toc.yml executed afresh by nbval (one test per code cell) +
+#                  unit tests + the library's docstring examples + every page of the built book
+#                  checked in headless Chromium (screenshots -> _build/screenshots)
 #   make pages     the page check alone (tests/test_pages.py)
 #   make browser   install Debian's chromium for the page check, when missing (apt-get, as root)
 #   make lab       Jupyter Lab on the chapters (the .md files open as notebooks)
@@ -18,6 +19,8 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.otbook-installed
+# the chapters run through nbval, one test item per code cell (tools/chapter_check.py)
+NBVAL  := --nbval-lax --nbval-cell-timeout=600
 JB     := $(VENV)/bin/jupyter-book
 
 .PHONY: book test unit chapters pages browser lab student notebooks install clean
@@ -37,7 +40,7 @@ book: $(STAMP)
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html (each chapter's executed .ipynb beside its page)"
 
 test: $(STAMP) browser
-	$(PY) -m pytest tests otbook
+	$(PY) -m pytest chapters tests otbook $(NBVAL)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests otbook --ignore=tests/test_chapters.py --ignore=tests/test_pages.py
@@ -59,7 +62,7 @@ browser:
 	  || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 chapters: $(STAMP)
-	$(PY) -m pytest tests/test_chapters.py
+	$(PY) -m pytest chapters tests/test_chapters.py $(NBVAL)
 
 student: $(STAMP)
 	$(PY) tools/student.py _build/student/src

@@ -14,3 +14,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collect_file(file_path, parent):
+    """The chapters of ``_toc.yml`` run as nbval notebooks (``pytest chapters --nbval-lax``)."""
+    from tools.chapter_check import collect_chapter
+
+    return collect_chapter(file_path, parent)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tools.chapter_check import report_timings
+
+    report_timings(terminalreporter)
