@@ -41,6 +41,7 @@ __all__ = [
     "check_codes",
     "broadcast_shapes",
     "check_scaling",
+    "check_at_least",
 ]
 
 
@@ -75,6 +76,10 @@ def as_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor or a NumPy array, got {_describe(x)}")
     if t.is_complex():
         raise TypeError(f"{name} must be real, got dtype {t.dtype}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{name} has dtype {t.dtype}: otbook computes in float32 or float64 (half "
+                        "precision loses the digits that Sinkhorn's exponentials and the "
+                        f"eigensolvers need); convert it first, e.g. {name}.float()")
     if not t.is_floating_point():
         t = t.to(like.dtype if like is not None else torch.get_default_dtype())
     return t
@@ -177,6 +182,17 @@ def check_positive(value, name: str, allow_none: bool = False):
         raise TypeError(f"{name} must be a positive number, got {_describe(value)}")
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_at_least(value, name: str, minimum: float) -> float:
+    """A finite real number (NumPy scalars and one-element tensors included) ``>= minimum``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number >= {minimum:g}, got {_describe(value)}")
+    if not np.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value}")
     return float(value)
 
 

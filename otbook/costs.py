@@ -196,7 +196,12 @@ def cost_matrix(x, y, cost: str | Callable = "sqeuclidean") -> torch.Tensor:
     tensor([[9.],
             [4.]])
     """
-    return PointCloud(x, y, cost).matrix()
+    C = PointCloud(x, y, cost).matrix()
+    if C.numel() and not bool(torch.isfinite(C).all()):
+        raise ValueError(f"the cost matrix has non-finite entries: the points are too far apart "
+                         f"for the {cost if isinstance(cost, str) else 'given'} cost in "
+                         f"{C.dtype} (or the callable returned inf/NaN); rescale the points")
+    return C
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from ._checks import (
     as_tensor,
     check_callable,
     check_choice,
+    check_generator,
     check_clouds,
     check_eps,
     check_nonnegative,
@@ -70,6 +71,9 @@ def _labels(y, n: int, name: str):
         arr = y.detach().cpu().numpy()
     else:
         arr = np.asarray(y)
+        if arr.dtype == object:
+            raise TypeError(f"{name} must hold class labels (integers or strings), got objects "
+                            f"such as {arr.flat[0]!r}" if arr.size else f"{name} is empty")
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
                 raise TypeError(f"{name} must hold class labels; got non-integer floats")
@@ -89,7 +93,12 @@ def _features(x, name: str, feature_map, batch_size: int = 1024):
         with torch.no_grad():
             for s in range(0, t.shape[0], batch_size):
                 out = feature_map(t[s:s + batch_size])
-                outs.append(out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out)))
+                out = out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))
+                if out.ndim == 0 or out.shape[0] != min(batch_size, t.shape[0] - s):
+                    raise ValueError(f"feature_map must return one row of features per example "
+                                     f"(shape ({min(batch_size, t.shape[0] - s)}, ...)), got "
+                                     f"shape {tuple(out.shape)}")
+                outs.append(out)
         x = torch.cat(outs) if outs else t
     t = as_tensor(x, name)
     if t.ndim > 2:  # images and other structured inputs: one row per example
@@ -142,8 +151,7 @@ def _inner_divergence(xi, xj, inner_eps, opts, pair):
     aj = xj.new_full((1, xj.shape[0]), 1.0 / xj.shape[0])
     div = debiased(PointCloud(xi, xj, checked=True).broadcast((1,)),
                    PointCloud(xi, xi, checked=True).broadcast((1,)),
-                   PointCloud(xj, xj, checked=True).broadcast((1,)), ai, aj, inner_eps, opts,
-                   gradients=False)
+                   PointCloud(xj, xj, checked=True).broadcast((1,)), ai, aj, inner_eps, opts)
     if not bool(div.converged.all()):
         raise RuntimeError(f"the inner Sinkhorn problem for classes {pair} did not converge in "
                            f"{opts.max_iter} iterations; raise inner_eps or max_iter")
@@ -409,7 +417,10 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     -------
     DatasetDistance
         ``value``, ``plan``, ``label_distances``, ``class_coupling``, ``top_pairs``, the
-        convergence report, and ``distance`` (the square root).
+        convergence report, and ``distance`` (the square root). ``value`` is differentiable in
+        the features ``x1``, ``x2`` and the weights (envelope gradients through both terms of
+        the cost, the label table and its class statistics included; not through
+        ``feature_map``, which runs without gradients).
 
     Examples
     --------
@@ -454,19 +465,22 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     if opts.backend == "online" and eps is None:
         raise ValueError("the exact outer problem (eps=None) needs the dense N x M cost; "
                          "give eps for the online solver")
+    generator = check_generator(generator)
     problem = _Problem(x1, c1, len(classes1), x2, c2, len(classes2), lambda_x, lambda_y)
+    # the label-to-label table (across the datasets, and within each when debiasing) and the
+    # value keep their autograd history when the features require gradients; the solves do not
+    cross, full = (_tables(x1, c1, x2, c2, inner, inner_eps, max_per_class, generator,
+                           progress, debias, opts)
+                   if lambda_y > 0 else (x1.new_zeros(len(classes1), len(classes2)), None))
+    if eps is None:
+        out = _exact_outer(problem, cross, a, b)
+    else:
+        out = _entropic_outer(problem, cross, full, a, b, eps, debias, opts)
     with torch.no_grad():
-        # the label-to-label table: across the datasets, and within each when debiasing
-        cross, full = (_tables(x1, c1, x2, c2, inner, inner_eps, max_per_class, generator,
-                               progress, debias, opts)
-                       if lambda_y > 0 else (x1.new_zeros(len(classes1), len(classes2)), None))
-        if eps is None:
-            out = _exact_outer(problem, cross, a, b)
-        else:
-            out = _entropic_outer(problem, cross, full, a, b, eps, debias, opts)
         coupling, top_pairs, top_mass = _summaries(out["blocks"](), problem, top_k, x1)
         label_cost = (coupling * lambda_y * cross).sum()
         feature_cost = out["feature_cost"]()
+    cross = cross.detach()
     if warn and not out["converged"]:
         warn_runtime(f"dataset_distance: a Sinkhorn solve did not converge (iterations "
                      f"{out['n_iter']}, tol {tol:g}); raise max_iter or eps, or set eps_scaling")
@@ -533,12 +547,13 @@ def _entropic_outer(problem, cross, full, a, b, eps, debias, opts):
         off = p.c2 + p.C1
         table = full if full is not None else p.x1.new_zeros(p.C1 + p.C2, p.C1 + p.C2)
         div = debiased(p.cost(p.x1, p.c1, p.x2, off, table), p.cost(p.x1, p.c1, p.x1, p.c1, table),
-                       p.cost(p.x2, off, p.x2, off, table), a1, b1, eps, opts, gradients=False)
+                       p.cost(p.x2, off, p.x2, off, table), a1, b1, eps, opts)
         sol, value = div.cross, div.value[0]
-        self_terms = {"self1": ot_value(div.self_x, p.cost(p.x1, p.c1, p.x1, p.c1, table), a1,
-                                        a1)[0],
-                      "self2": ot_value(div.self_y, p.cost(p.x2, off, p.x2, off, table), b1,
-                                        b1)[0]}
+        with torch.no_grad():
+            self_terms = {"self1": ot_value(div.self_x, p.cost(p.x1, p.c1, p.x1, p.c1, table),
+                                            a1, a1)[0],
+                          "self2": ot_value(div.self_y, p.cost(p.x2, off, p.x2, off, table),
+                                            b1, b1)[0]}
         n_iter = {"self1": div.self_x.n_iter, "self2": div.self_y.n_iter}
         converged = bool(div.converged.all())
     else:

@@ -8,7 +8,8 @@ import numpy as np
 import ot
 import torch
 
-from ._checks import as_tensor, broadcast_shapes, check_cost, check_finite, check_same_mass, check_weights
+from ._checks import (as_tensor, broadcast_shapes, check_at_least, check_cost, check_finite,
+                      check_positive_int, check_same_mass, check_weights)
 from ._runtime import warn
 from .result import OTResult
 
@@ -25,6 +26,23 @@ def _envelope_value(P, C, a, b, f, g):
     return value
 
 
+def _network_simplex(a, b, C, max_iter):
+    """POT's network simplex on a problem scaled to unit mass and unit cost (float64 NumPy):
+    weights given as raw counts (1e9) or as tiny masses (1e-300) would otherwise give an empty
+    plan, NaN potentials or a crash inside the solver. Returns ``(P, f, g, converged)``."""
+    mass = a.sum()
+    scale = float(np.abs(C).max()) or 1.0
+    # identical masses for POT's own check: b rescaled to the exact mass of a
+    a1, b1 = a / mass, b / b.sum()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        P, log = ot.emd(a1, b1, C / scale, numItermax=int(max_iter), log=True)
+    converged = log.get("result_code", 1) == 1 and not any(
+        "numItermax" in str(w.message) or "infeasible" in str(w.message).lower() for w in caught
+    )
+    return P * mass, log["u"] * scale, log["v"] * scale, converged
+
+
 def emd(a, b, C, *, max_iter: int = 10_000_000) -> OTResult:
     r"""Exact optimal transport by POT's network simplex.
 
@@ -38,7 +56,8 @@ def emd(a, b, C, *, max_iter: int = 10_000_000) -> OTResult:
     b : Tensor or array, shape (..., m), or None
         Target weights (``None``: uniform).
     C : Tensor or array, shape (..., n, m)
-        Cost matrix. Leading dimensions are solved one problem at a time.
+        Cost matrix. Leading dimensions (of ``C``, ``a`` and ``b``, broadcast together) are a
+        batch, solved one problem at a time; results have the batch shape.
     max_iter : int
         Iteration budget of the network simplex.
 
@@ -52,8 +71,9 @@ def emd(a, b, C, *, max_iter: int = 10_000_000) -> OTResult:
 
     Notes
     -----
-    The solve runs on the CPU in float64 (POT's C++ solver) whatever the inputs' device; the
-    result is returned on the inputs' device and dtype.
+    The solve runs on the CPU in float64 (POT's C++ solver) whatever the inputs' device, on the
+    problem scaled to unit mass and unit largest cost (so weights may be raw counts); the
+    result is scaled back and returned on the inputs' device and dtype.
 
     Examples
     --------
@@ -72,27 +92,18 @@ def emd(a, b, C, *, max_iter: int = 10_000_000) -> OTResult:
     a = check_weights(a, n, "a", like=C, batch_shape=batch)
     b = check_weights(b, m, "b", like=C, batch_shape=batch)
     check_same_mass(a, b)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    batch = broadcast_shapes(batch, a.shape[:-1], b.shape[:-1], what="batch dimensions of a, b, C")
 
-    a_b = a.expand(*batch, n) if a.shape[:-1] != batch else a
-    b_b = b.expand(*batch, m) if b.shape[:-1] != batch else b
-    Cn = C.detach().cpu().double().numpy().reshape(-1, n, m)
-    an = a_b.detach().cpu().double().numpy().reshape(-1, n)
-    bn = b_b.detach().cpu().double().numpy().reshape(-1, m)
-    # identical masses for POT's own check: rescale b to the exact mass of a
+    Cn = C.detach().expand(*batch, n, m).cpu().double().numpy().reshape(-1, n, m)
+    an = a.detach().expand(*batch, n).cpu().double().numpy().reshape(-1, n)
+    bn = b.detach().expand(*batch, m).cpu().double().numpy().reshape(-1, m)
     plans, fs, gs, ok = [], [], [], []
     for k in range(Cn.shape[0]):
-        ak, bk = an[k], bn[k] * (an[k].sum() / bn[k].sum())
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            P, log = ot.emd(ak, bk, Cn[k], numItermax=int(max_iter), log=True)
-        converged = log.get("result_code", 1) == 1 and not any(
-            "numItermax" in str(w.message) or "infeasible" in str(w.message).lower() for w in caught
-        )
+        P, f, g, converged = _network_simplex(an[k], bn[k], Cn[k], max_iter)
         plans.append(P)
-        fs.append(log["u"])
-        gs.append(log["v"])
+        fs.append(f)
+        gs.append(g)
         ok.append(converged)
 
     def back(arrs, shape):
@@ -101,7 +112,7 @@ def emd(a, b, C, *, max_iter: int = 10_000_000) -> OTResult:
     P = back(plans, (*batch, n, m))
     f = back(fs, (*batch, n))
     g = back(gs, (*batch, m))
-    value = _envelope_value(P, C, a, b, f, g)
+    value = _envelope_value(P, C, a.expand(*batch, n), b.expand(*batch, m), f, g)
     marg = (P.sum(-1) - a).abs().sum(-1) + (P.sum(-2) - b).abs().sum(-1)
     converged = all(ok) if batch == () else torch.tensor(ok, device=C.device).reshape(batch)
     if not all(ok):
@@ -150,8 +161,7 @@ def wasserstein_1d(x, y, a=None, b=None, p: float = 2) -> torch.Tensor:
     >>> float(ob.wasserstein_1d(x, x + 3.0, p=2))
     9.0
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not np.isfinite(p) or p < 1:
-        raise ValueError(f"p must be a number >= 1, got {p!r}")
+    p = check_at_least(p, "p", 1.0)
     if isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor):
         y = as_tensor(y, "y")
         x = as_tensor(x, "x", like=y)
@@ -169,6 +179,10 @@ def wasserstein_1d(x, y, a=None, b=None, p: float = 2) -> torch.Tensor:
     if x.device != y.device:
         raise ValueError(f"x is on {x.device} but y is on {y.device}")
     n, m = x.shape[-1], y.shape[-1]
+    if n == 1 and m == 1 and x.ndim > 1 and x.shape[-2] > 1:
+        raise ValueError(f"x has shape {tuple(x.shape)}: positions run along the last axis, so "
+                         "this is a batch of one-point problems; for one problem of "
+                         f"{x.shape[-2]} points pass x[..., 0] (a column of positions)")
     batch = broadcast_shapes(x.shape[:-1], y.shape[:-1])
     a = check_weights(a, n, "a", like=x, batch_shape=batch)
     b = check_weights(b, m, "b", like=x, batch_shape=batch)
@@ -189,4 +203,8 @@ def wasserstein_1d(x, y, a=None, b=None, p: float = 2) -> torch.Tensor:
     i = torch.searchsorted(ca.detach().contiguous(), mid.detach()).clamp_max(n - 1)
     j = torch.searchsorted(cb.detach().contiguous(), mid.detach()).clamp_max(m - 1)
     diff = (torch.gather(xs, -1, i) - torch.gather(ys, -1, j)).abs()
-    return (widths * diff.pow(p)).sum(-1)
+    value = (widths * diff.pow(p)).sum(-1)
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"W_p^p overflows {value.dtype} for p={p:g} (distances up to "
+                         f"{float(diff.max()):.3g}); use a smaller p, or rescale the points")
+    return value

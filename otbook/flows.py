@@ -218,6 +218,15 @@ def _record(k, x, step, record_every, n_steps, snaps, times, bar, energy):
 # particle flows
 
 
+def _check_not_blown_up(energies, k, name):
+    """An explicit scheme whose energy grew far above its start is unstable: say so."""
+    e0, e = float(energies[0]), float(energies[-1])
+    if e > e0 + 1e3 * (abs(e0) + 1.0):
+        raise ValueError(f"the energy grew from {e0:.4g} to {e:.4g} by step {k}: the explicit "
+                         f"Euler scheme is unstable at this {name} (too large for the energy's "
+                         f"curvature); lower the {name}")
+
+
 def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_every: int = 1,
                   warn: bool = True, progress: bool = False) -> FlowResult:
     r"""Follow the Wasserstein gradient flow of ``energy`` with particles (explicit Euler).
@@ -297,6 +306,7 @@ def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_ev
         if grad is None:
             raise ValueError("the energy does not depend on the particles: its gradient is None")
         energies.append(value.detach())
+        _check_not_blown_up(energies, k, "step")
         velocity = -n * grad
         speed = float(velocity.pow(2).sum(-1).mean().sqrt())
         if not math.isfinite(speed):

@@ -137,6 +137,9 @@ def barycentric_projection(plan, y) -> torch.Tensor:
         raise ValueError(
             f"y has {v.shape[-2]} points but plan has {P.shape[-1]} columns (one per target point)"
         )
+    # each row scaled by its largest entry: the result is the same, and a plan of denormal (or
+    # huge) entries keeps its digits
+    P = P / P.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(P.dtype).tiny)
     rows = _row_masses(P)
     out = (P @ v) / rows[..., None]
     return out[..., 0] if flat else out

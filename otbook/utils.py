@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_tensor
+from ._checks import as_tensor, check_positive_int
 
 __all__ = ["device", "uniform"]
 
@@ -39,10 +39,7 @@ def uniform(n: int, like=None) -> torch.Tensor:
     >>> ob.uniform(4)
     tensor([0.2500, 0.2500, 0.2500, 0.2500])
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    n = check_positive_int(n, "n")
     if like is None:
         return torch.full((n,), 1.0 / n)
     ref = as_tensor(like, "like")

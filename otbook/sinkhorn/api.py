@@ -42,14 +42,16 @@ def _flat_weights(w, n, full):
     return w.expand(*full, n).reshape(-1, n)
 
 
-def _check_finite_result(sol, eps, cost):
-    if bool(torch.isfinite(sol.f).all() and torch.isfinite(sol.g).all()):
+def _check_finite_result(sol, eps, cost, *values):
+    if bool(torch.isfinite(sol.f).all() and torch.isfinite(sol.g).all()
+            and all(bool(torch.isfinite(v).all()) for v in values)):
         return
+    info = torch.finfo(sol.f.dtype)
     top = float(cost.reduce("max").abs().max())
-    if top / eps > torch.finfo(sol.f.dtype).max / 1e3 or eps < torch.finfo(sol.f.dtype).tiny:
-        raise ValueError(f"eps={eps:g} is too small for costs as large as {top:.3g} in "
-                         f"{sol.f.dtype}: C / eps overflows; use a larger eps (see "
-                         "ob.eps_relative)")
+    if eps < top * info.eps or top / eps > info.max / 1e3:
+        raise ValueError(f"eps={eps:g} is below the resolution of costs as large as {top:.3g} "
+                         f"in {sol.f.dtype} (C / eps loses every digit): use a larger eps (see "
+                         "ob.eps_relative), or exact OT (ob.emd)")
     raise FloatingPointError("sinkhorn produced non-finite potentials; this is a bug, please "
                              "report it with the inputs")
 
@@ -169,15 +171,16 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
         check_potential(init[0], n, "init[0]", like)
         g0 = _flat_weights(check_potential(init[1], m, "init[1]", like).detach(), m, full)
     sol = solve(flat, af, bf, eps, opts, rho_a, rho_b, init_g=g0)
-    _check_finite_result(sol, eps, flat)
+    value, value_linear = ot_value(sol, flat, af, bf), linear_value(sol, flat)
+    _check_finite_result(sol, eps, flat, value, value_linear)
     converged = sol.done.reshape(full)
     if warn and not bool(converged.all()):
         _warn_runtime(_unconverged_message("sinkhorn", sol.done, sol.err, opts))
     plan = None if sol.plan is None else sol.plan.reshape(*full, n, m)
     return OTResult(
         plan=plan,
-        value=ot_value(sol, flat, af, bf).reshape(full),
-        value_linear=linear_value(sol, flat).reshape(full),
+        value=value.reshape(full),
+        value_linear=value_linear.reshape(full),
         f=sol.f.reshape(*full, n),
         g=sol.g.reshape(*full, m),
         n_iter=sol.n_iter,

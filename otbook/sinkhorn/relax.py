@@ -50,6 +50,7 @@ class Relax:
         self.prev_rate = np.full(batch, np.nan)
         self.w_safe = np.ones(batch)  # the factor before the last increase
         self.cap = np.full(batch, self.CAP)
+        self.cap_until = np.zeros(batch)  # a failed increase caps the factor until err < this
         self.gate = np.full(batch, np.inf)  # a failed first switch: plain until below this
         self.err_switch = np.full(batch, np.inf)
         self.at_convergence = self.w.copy()  # the factors in use when problems converged
@@ -126,6 +127,7 @@ class Relax:
             raised = self.w_safe > 1.0
             out = self.strikes >= 3
             self.cap = np.where(back & raised, 0.5 * (w + self.w_safe), self.cap)
+            self.cap_until = np.where(back & raised, 0.1 * self.best, self.cap_until)
             self.gate = np.where(back & ~raised, 0.1 * self.err_switch, self.gate)
             self.gate = np.where(back & out, 0.0, self.gate)
             self.w = np.where(back, np.where(raised & ~out, self.w_safe, 1.0), w)
@@ -134,6 +136,10 @@ class Relax:
             self.n_steady = np.where(back, 0, self.n_steady)
             err = np.where(back, self.best, err)
         self.best = np.where(improved, err, self.best)
+        # a failed increase is often a transient (the criterion of a relaxed iteration is not
+        # monotone): once the criterion is 10x below where it failed, the cap is lifted again
+        lift = (self.cap < self.CAP) & (err < self.cap_until)
+        self.cap = np.where(lift, self.CAP, self.cap)
         if self.auto:
             prev, w = self.prev_err, self.w
             with np.errstate(all="ignore"):
