@@ -41,6 +41,7 @@ __all__ = [
     "cost_matrix",
     "pairwise",
     "check_ground",
+    "check_magnitude",
     "GROUND_COSTS",
     "Cost",
     "CostMatrix",
@@ -127,6 +128,16 @@ GROUND_COSTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 }
 
 
+def check_magnitude(x, y, names=("x", "y")):
+    """Points whose squared distances fit in their dtype: a ``ValueError`` otherwise (squared
+    distances would overflow to inf, and every cost or kernel built on them would be wrong)."""
+    limit = 0.25 * torch.finfo(x.dtype).max ** 0.5 / max(1, x.shape[-1]) ** 0.5
+    for t, name in zip((x, y), names):
+        if t.numel() and float(t.detach().abs().max()) > limit:
+            raise ValueError(f"{name} has coordinates up to {float(t.detach().abs().max()):.3g}: "
+                             f"their squared distances overflow {t.dtype}; rescale the points")
+
+
 def check_ground(cost, x, y):
     """The ground cost function for ``cost`` (a name or a callable), after checking that the
     points ``x``, ``y`` suit it (latitudes in range, points inside the ball, no zero vectors)."""
@@ -135,6 +146,8 @@ def check_ground(cost, x, y):
     if not isinstance(cost, str):
         raise TypeError(f"cost must be a string or a callable, got {type(cost).__name__}")
     check_choice(cost, "cost", GROUND_COSTS)
+    if cost in ("sqeuclidean", "euclidean"):
+        check_magnitude(x, y)
     if cost == "great_circle":
         for t, name in ((x, "x"), (y, "y")):
             if t.shape[-1] != 2:

@@ -29,7 +29,7 @@ from ._checks import (broadcast_shapes, check_finite, check_gaussians, check_pai
                       check_positive, check_same_mass, check_weights)
 from ._runtime import block_rows
 from ._runtime import memory_budget as runtime_memory_budget
-from .costs import pairwise
+from .costs import check_magnitude, pairwise
 
 __all__ = ["mmd", "mmd_gaussians", "kernel_matrix", "KERNELS"]
 
@@ -183,6 +183,7 @@ def mmd(x, y, *, kernel: str | Callable = "gaussian", bandwidth=1.0, a=None, b=N
     1.0
     """
     x, y = check_pair_points(x, y)
+    check_magnitude(x, y)
     kernel = _check_kernel(kernel)
     hs = _bandwidths(bandwidth)
     budget = runtime_memory_budget(memory_budget, x)

@@ -100,6 +100,9 @@ def sliced_wasserstein(x, y, *, n_projections: int, p: float = 2, a=None, b=None
     b = check_weights(b, y.shape[-2], "b", like=x, batch_shape=batch)
     check_same_mass(a, b)
     theta = random_directions(x.shape[-1], n_projections, like=x, generator=generator)
-    xp = (x @ theta).transpose(-1, -2)  # (..., L, n): one 1-D problem per direction
-    yp = (y @ theta).transpose(-1, -2)  # (..., L, m)
+    # centred jointly (SW is invariant to a common translation): the projections of float32
+    # data far from the origin keep their digits
+    c = 0.5 * (x.mean(-2, keepdim=True) + y.mean(-2, keepdim=True)).detach()
+    xp = ((x - c) @ theta).transpose(-1, -2)  # (..., L, n): one 1-D problem per direction
+    yp = ((y - c) @ theta).transpose(-1, -2)  # (..., L, m)
     return wasserstein_1d(xp, yp, a.unsqueeze(-2), b.unsqueeze(-2), p=p).mean(-1)

@@ -47,6 +47,11 @@ def _check_finite_result(sol, eps, cost, *values):
             and all(bool(torch.isfinite(v).all()) for v in values)):
         return
     info = torch.finfo(sol.f.dtype)
+    mass = float(sol.a.sum(-1).max() * sol.b.sum(-1).max())
+    if not mass < info.max / 1e6:
+        raise ValueError(f"the weights' total masses are too large ({mass:.3g} for their product "
+                         f"in {sol.f.dtype}): the entropic objective, which holds eps times that "
+                         "product, overflows; normalise a and b")
     top = float(cost.reduce("max").abs().max())
     if eps < top * info.eps or top / eps > info.max / 1e3:
         raise ValueError(f"eps={eps:g} is below the resolution of costs as large as {top:.3g} "
@@ -95,7 +100,8 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
         ``None`` (default) for a hard constraint.
     tol : float
         Stopping tolerance. Balanced problems stop when the L1 marginal violation
-        :math:`\|P 1 - a\|_1 + \|P^\top 1 - b\|_1` is below ``tol``; unbalanced and
+        :math:`\|P 1 - a\|_1 + \|P^\top 1 - b\|_1` is below ``tol`` times the total mass
+        (for weights that sum to one, below ``tol``; weights may be raw counts); unbalanced and
         semi-relaxed problems when the potentials change by less than ``tol * eps`` between two
         iterations, measured on ``f_i + g_j`` (that is, the plan's relative change
         :math:`\max_{ij} |\Delta \log P_{ij}|`), which ignores the shift ``(f + c, g - c)``.

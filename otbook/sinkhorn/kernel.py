@@ -56,6 +56,7 @@ class Kernel:
     def __init__(self, a, b, eps):
         self.a, self.b, self.eps = a, b, eps
         self.log_a, self.log_b = torch.log(a), torch.log(b)  # zero weights: -inf, harmless
+        self.mass = a.sum(-1)  # criteria are relative to it (weights may be raw counts)
         self.f0 = self.g0 = None
 
     def update_f(self, g, eps, lam=1.0):

@@ -75,12 +75,13 @@ def _scaling(s, lam, base, eps):
 
 
 def _balanced_error(K, st, s):
-    """The L1 marginal violation of the plan ``(u, v)``: rows from ``s = K~ (b v)``, columns
-    from ``t = K~^T (a u)`` (exact without relaxation: then ``b v t = b``)."""
+    """The L1 marginal violation of the plan ``(u, v)``, relative to the total mass: rows from
+    ``s = K~ (b v)``, columns from ``t = K~^T (a u)`` (exact without relaxation: then
+    ``b v t = b``)."""
     err = (K.a * st.u * s - K.a).abs().sum(-1)
     if st.t is None:
         st.t = K.rmv(K.a * st.u)
-    return err + (K.b * st.v * st.t - K.b).abs().sum(-1)
+    return (err + (K.b * st.v * st.t - K.b).abs().sum(-1)) / K.mass
 
 
 def _change(u, u_old, v, v_old):
@@ -213,7 +214,7 @@ def symmetric(K, tol, max_iter, check_every=5):
     for it in range(1, max_iter + 1):
         s = K.mv(a * u)
         if it % check_every == 0 or it == max_iter:
-            err = (a * (u * s - 1.0).abs()).sum(-1)
+            err = (a * (u * s - 1.0).abs()).sum(-1) / K.mass
             newly = (err <= tol).cpu().numpy() & ~done
             iters[newly], done = it, done | newly
             if done.all():
