@@ -50,7 +50,7 @@ from ._checks import (
 )
 from ._runtime import progress as progress_bar
 from ._runtime import randperm, warn as warn_runtime
-from .costs import PointCloud, SumCost, TableCost, cost_matrix
+from .costs import PointCloud, SumCost, TableCost, check_magnitude, cost_matrix
 from .exact import emd
 from .gaussian import bures_wasserstein
 from .sinkhorn.engine import BACKENDS, Options, debiased, solve
@@ -434,6 +434,7 @@ def dataset_distance(x1, y1, x2, y2, *, inner: str = "gaussian", eps=None, debia
     """
     x1, x2 = check_clouds(_features(x1, "x1", feature_map), _features(x2, "x2", feature_map),
                           ("x1", "x2"))
+    check_magnitude(x1, x2, ("x1", "x2"))
     classes1, c1 = _labels(y1, x1.shape[0], "y1")
     classes2, c2 = _labels(y2, x2.shape[0], "y2")
     inner = check_choice(inner, "inner", ("gaussian", "exact"))

@@ -30,8 +30,8 @@ def random_directions(d: int, n_projections: int, *, like: torch.Tensor,
 
     Normalised Gaussian vectors, returned as the columns of a ``(d, n_projections)`` matrix with
     the dtype and device of ``like``. With a ``generator``, they are drawn on the generator's
-    device and then moved to that of ``like`` (so a CPU generator gives the same directions on
-    every device).
+    device, in float64, and then moved to the device and dtype of ``like`` (so a CPU generator
+    gives the same directions on every device and in every dtype).
 
     Examples
     --------
@@ -43,7 +43,9 @@ def random_directions(d: int, n_projections: int, *, like: torch.Tensor,
     """
     d = check_positive_int(d, "d")
     n_projections = check_positive_int(n_projections, "n_projections")
-    z = randn((d, n_projections), like, generator)
+    # drawn in float64 whatever the data's dtype: a generator gives the same directions for
+    # float32 and float64 data
+    z = randn((d, n_projections), like.new_empty(0, dtype=torch.float64), generator).to(like.dtype)
     return z / z.norm(dim=0, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
 
 
