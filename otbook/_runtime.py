@@ -35,6 +35,8 @@ __all__ = [
     "block_rows",
     "BLOCK_BYTES_CPU",
     "BLOCK_BYTES_CUDA",
+    "SMALL_WORK",
+    "threads_for",
     "progress",
     "warn",
     "WarningSummary",
@@ -128,6 +130,36 @@ def block_rows(n_rows: int, n_cols: int, like: torch.Tensor, budget: float | Non
     if budget is not None:
         cap = min(cap, budget)
     return int(max(1, min(n_rows, cap // max(1, n_cols * batch * size))))
+
+
+# --------------------------------------------------------------------------------------------
+# threads
+
+#: Below this many entries per operation, splitting work over threads costs more than it saves
+#: (and on a busy machine, threads that wait on each other cost a lot more).
+SMALL_WORK = 2**20
+
+
+class threads_for:
+    """Run a CPU computation whose operations touch ``entries`` numbers each with one thread when
+    they are small (below :data:`SMALL_WORK`), else with torch's setting; restores the setting
+    after. Loops of small operations (a Sinkhorn solve on a small problem, a mirror-descent step)
+    are then as fast on a quiet machine and several times faster on a busy one."""
+
+    def __init__(self, entries: int, like: torch.Tensor):
+        self.single = like.device.type == "cpu" and entries < SMALL_WORK
+        self.before = None
+
+    def __enter__(self):
+        if self.single and torch.get_num_threads() > 1:
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            torch.set_num_threads(self.before)
+        return False
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .._runtime import dense_fits, memory_budget, progress, warn
+from .._runtime import dense_fits, memory_budget, progress, threads_for, warn
 from ..costs import PointCloud
 from .kernel import DenseKernel, OnlineKernel
 from .loop import Marginals, iterate, symmetric
@@ -135,7 +135,7 @@ def solve(cost, a, b, eps: float, opts: Options, rho_a=None, rho_b=None, init_g=
     a, b = a.detach(), b.detach()
     entries = batch_entries or [a.shape[0] * cost.n * cost.m]
     backend = choose_backend(opts.backend, entries, a, opts.memory_budget)
-    with torch.no_grad():
+    with torch.no_grad(), threads_for(a.shape[0] * cost.n * cost.m, a):
         K = _kernel(cost, a, b, eps, backend, opts.memory_budget)
         levels = _levels(cost, eps, opts, init_g is not None)
         g = init_g
@@ -179,7 +179,7 @@ def solve_symmetric(cost, a, eps: float, opts: Options, backend=None) -> Solutio
     n = cost.n
     backend = backend or choose_backend(opts.backend, [a.shape[0] * n * n], a,
                                         opts.memory_budget)
-    with torch.no_grad():
+    with torch.no_grad(), threads_for(a.shape[0] * n * n, a):
         K = _kernel(cost, a, a, eps, backend, opts.memory_budget)
         f, err, done, iters, n_absorb = symmetric(K, opts.tol, opts.max_iter,
                                                   opts.symmetric_check_every)
