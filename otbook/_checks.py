@@ -202,7 +202,9 @@ def check_eps(eps) -> float:
 
 
 def check_same_mass(a: torch.Tensor, b: torch.Tensor, names=("a", "b"), rtol: float = 1e-6):
-    """Balanced problems need ``a.sum() == b.sum()`` (to ``rtol``)."""
+    """Balanced problems need ``a.sum() == b.sum()``, to ``rtol``: a relative difference below
+    1e-6 (float32's round-off on a sum) is taken for round-off, in every dtype (float32 data
+    often reaches a float64 solver), and the solvers then make the masses equal exactly."""
     sa, sb = a.sum(-1), b.sum(-1)
     tol = rtol * torch.maximum(sa.abs(), sb.abs()) + 10 * torch.finfo(a.dtype).eps
     if bool(((sa - sb).abs() > tol).any()):

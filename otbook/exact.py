@@ -54,7 +54,8 @@ def emd(a, b, C, *, max_iter: int = 10_000_000) -> OTResult:
     a : Tensor or array, shape (..., n), or None
         Source weights (``None``: uniform). Non-negative, same total mass as ``b``.
     b : Tensor or array, shape (..., m), or None
-        Target weights (``None``: uniform).
+        Target weights (``None``: uniform). The total masses may differ by round-off (a relative
+        1e-6); ``b`` is then rescaled to the mass of ``a``.
     C : Tensor or array, shape (..., n, m)
         Cost matrix. Leading dimensions (of ``C``, ``a`` and ``b``, broadcast together) are a
         batch, solved one problem at a time; results have the batch shape.

@@ -5,6 +5,7 @@ The chapters themselves are executed by pytest's nbval plugin, one test item per
 
 * every chapter starts with the Colab install cell (``tools.book.COLAB_CELL``) followed by a cell
   that calls ``ob.setup_notebook()``;
+* no chapter types a run's numbers into its prose (``tools/prose.py``: they are glued);
 * the output check flags what readers should not see, and only that.
 """
 
@@ -17,6 +18,7 @@ import pytest
 
 from tools.book import ROOT, chapters, colab_cell
 from tools.chapter_check import machine_paths, output_problems
+from tools.prose import typed_numbers
 
 CHAPTERS = chapters()
 IDS = [str(p.relative_to(ROOT)) for p in CHAPTERS]
@@ -30,6 +32,15 @@ def test_chapter_starts_with_colab_and_setup_cells(path):
         f"'Writing a chapter'), exactly:\n\n{colab_cell()}")
     assert len(code) > 1 and "ob.setup_notebook()" in code[1], (
         f"{path.name}: the second code cell must call ob.setup_notebook() right after importing otbook")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_prose_types_no_run_numbers(path):
+    found = typed_numbers(path)
+    assert not found, (
+        f"{path.name}: numbers typed into the prose (glue them: README, 'Writing a chapter'; a "
+        "paragraph that must type numbers gets a '% typed-numbers: <reason>' line):\n"
+        + "\n".join(found))
 
 
 def test_output_check_catches_what_readers_should_not_see(tmp_path):
