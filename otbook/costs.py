@@ -230,7 +230,7 @@ def _flat(t: torch.Tensor, batch: torch.Size, tail: int) -> torch.Tensor:
 class Cost:
     r"""A batch of ``n x m`` cost matrices, which can be given dense or streamed by blocks.
 
-    Subclasses set :attr:`batch_shape`, :attr:`n`, :attr:`m`, :attr:`dtype`, :attr:`device`
+    Subclasses set ``batch_shape``, ``n``, ``m``, ``dtype``, ``device``
     and implement :meth:`broadcast`, :meth:`block`, :meth:`tensors` and :meth:`detach`; costs
     with the structure :math:`C_{ij} = r_i + s_j + \langle p_i, q_j\rangle` also implement
     :meth:`factors`. Everything else derives from these.
@@ -356,7 +356,7 @@ class PointCloud(Cost):
     y : Tensor or array, shape (..., m, d), optional
         Target points (default: ``x``, the cloud against itself).
     cost : str or callable
-        A name of :data:`GROUND_COSTS` (see :func:`cost_matrix`), or a callable ``c(xb, y)``
+        A name of ``otbook.costs.GROUND_COSTS`` (see :func:`cost_matrix`), or a callable ``c(xb, y)``
         that returns the ``(..., k, m)`` costs between a block of sources and all targets.
 
     Examples
@@ -376,7 +376,8 @@ class PointCloud(Cost):
             self.fn = GROUND_COSTS[cost] if isinstance(cost, str) else cost
         self.name = cost if isinstance(cost, str) else None
         self.x, self.y = x, y
-        self.batch_shape = broadcast_shapes(x.shape[:-2], y.shape[:-2])
+        self.batch_shape = broadcast_shapes(x.shape[:-2], y.shape[:-2],
+                                            what="batch dimensions of x and y")
         self.n, self.m = x.shape[-2], y.shape[-2]
         self.dtype, self.device = x.dtype, x.device
 

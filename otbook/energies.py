@@ -7,7 +7,7 @@ An :class:`Energy` maps particles ``(n, d)`` (the measure :math:`\rho = \frac1n\
 * :func:`potential_energy`: :math:`\int V\, d\rho`;
 * :func:`interaction_energy`: :math:`\frac12 \iint W(x - y)\, d\rho(x)\, d\rho(y)`;
 * :func:`internal_energy`: :math:`\int f(\rho)` (entropy, porous medium, any :math:`f`), from the
-  exact log-density when it is known, else from :func:`kde_log_density`;
+  exact log-density when it is known, else from :func:`~otbook.energies.kde_log_density`;
 * :func:`mmd_energy`: half the squared MMD (or energy distance) to a target;
 * :func:`sinkhorn_energy`: half the Sinkhorn divergence to a target.
 
@@ -296,7 +296,7 @@ def internal_energy(kind="entropy", *, m: float = 2.0, bandwidth=None) -> Energy
     :math:`\int f(\rho) = \E_{X\sim\rho}[f(\rho(X)) / \rho(X)]`, which needs the density at the
     particles: the exact ``log_density`` when the caller knows it (:func:`otbook.jko_icnn`
     tracks it through each map), otherwise a Gaussian kernel density estimate
-    (:func:`kde_log_density`, the blob method). The estimate smooths the density
+    (:func:`~otbook.energies.kde_log_density`, the blob method). The estimate smooths the density
     over the bandwidth :math:`h`: it is what makes particle flows of internal energies possible,
     at the price of a bias that grows with :math:`h`.
 

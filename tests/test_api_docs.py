@@ -16,6 +16,8 @@ autodoc_typehints = "none"
 napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 myst_enable_extensions = ["dollarmath", "colon_fence"]
+nitpicky = True  # a cross-reference that resolves to nothing is a warning (the page check's rule)
+nitpick_ignore_regex = [("py:class", ".*")]  # types in signatures (torch.Tensor, ...) link nowhere
 """
 
 

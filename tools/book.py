@@ -69,7 +69,8 @@ def write_config(dest: pathlib.Path, *, root: pathlib.Path = ROOT, execute: str 
                  title_suffix: str = "") -> pathlib.Path:
     """Write a variant of ``_config.yml`` to ``dest`` (a file) for another build of the book.
 
-    ``execute``: the execution mode (``off``, ``cache``, ...); ``cache``: the jupyter-cache folder;
+    ``execute``: the execution mode (``off``, ``cache``, ...; with ``off`` the warnings about glued
+    values, which only a run creates, are silenced); ``cache``: the jupyter-cache folder;
     ``exclude``: chapters (glob patterns) not to execute. Paths of local extensions are made
     absolute, so the file works from any folder.
     """
@@ -77,6 +78,9 @@ def write_config(dest: pathlib.Path, *, root: pathlib.Path = ROOT, execute: str 
     ex = cfg.setdefault("execute", {})
     if execute is not None:
         ex["execute_notebooks"] = execute
+    if execute == "off":  # nothing runs, so no glued value exists: the prose shows them blank
+        sphinx_cfg = cfg.setdefault("sphinx", {}).setdefault("config", {})
+        sphinx_cfg["suppress_warnings"] = [*sphinx_cfg.get("suppress_warnings", []), "mystnb.glue"]
     if cache is not None:
         ex["cache"] = str(cache)
     if exclude:
