@@ -130,7 +130,7 @@ def iterate(K, marg: Marginals, tol, max_iter, check_every, omega, bar=None):
     """Run Sinkhorn on the kernel ``K`` (with its base potentials set) until every problem of
     the batch meets ``tol`` or ``max_iter`` iterations have run; ``bar``: a progress bar.
 
-    Returns the final :class:`Scalings` and the report ``(err, done, iters, n_absorb, omegas,
+    Returns the final ``Scalings`` and the report ``(err, done, iters, n_absorb, omegas,
     n_run)``: per problem the criterion, whether it converged, its iterations and the
     over-relaxation factor it ended with; for the batch, the absorptions and the iterations
     run."""
