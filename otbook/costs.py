@@ -28,14 +28,13 @@ for data far from the origin.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Callable
 
 import torch
 
 from ._checks import (as_tensor, broadcast_shapes, check_choice, check_codes, check_cost,
-                      check_finite, check_labels, check_pair_points, check_points, check_weights)
+                      check_finite, check_labels, check_nonnegative, check_pair_points,
+                      check_points, check_weights)
 
 __all__ = [
     "cost_matrix",
@@ -532,7 +531,7 @@ class SumCost(Cost):
         weights = [1.0] * K if weights is None else list(weights)
         if len(weights) != K:
             raise ValueError(f"weights has {len(weights)} entries for {K} components")
-        weights = [_nonnegative(w, f"weights[{k}]") for k, w in enumerate(weights)]
+        weights = [check_nonnegative(w, f"weights[{k}]") for k, w in enumerate(weights)]
         if not any(w > 0 for w in weights):
             raise ValueError("weights are all 0: the cost would be identically 0")
         self.components, self.weights = components, weights
@@ -577,16 +576,6 @@ class SumCost(Cost):
             parts.append(c.replace(tensors[k:k + n]))
             k += n
         return SumCost(parts, self.weights, scales=self.scales)
-
-
-def _nonnegative(w, name):
-    if isinstance(w, torch.Tensor) and w.numel() == 1:
-        w = w.item()
-    if isinstance(w, bool) or not isinstance(w, numbers.Real):
-        raise TypeError(f"{name} must be a number >= 0, got {type(w).__name__}")
-    if not math.isfinite(w) or w < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {w}")
-    return float(w)
 
 
 def _scales(components, normalise, reference):
