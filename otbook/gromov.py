@@ -566,7 +566,9 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
     sinkhorn_tol = check_positive(sinkhorn_tol, "sinkhorn_tol")
     z, a, b, full = _start_plan(init, a, b, full, like=Cx)
 
-    with torch.no_grad(), _runtime.progress(progress, max_iter, "gromov_wasserstein") as bar:
+    # small problems on one thread: the loop is many small products (see _runtime.threads_for)
+    with (torch.no_grad(), _runtime.threads_for(z.numel(), Cx),
+          _runtime.progress(progress, max_iter, "gromov_wasserstein") as bar):
         problem = _GWProblem(Cx.detach(), Cy.detach(), a, b, eps, None if M is None else M.detach(),
                              alpha, loss, sinkhorn_max_iter)
         accel = _GWAccelerator(anderson, full, like=Cx)
