@@ -32,6 +32,7 @@ from typing import Callable
 
 import torch
 
+from ._runtime import block_rows
 from ._checks import (as_tensor, broadcast_shapes, check_choice, check_codes, check_cost,
                       check_finite, check_labels, check_nonnegative, check_pair_points,
                       check_points, check_weights)
@@ -301,7 +302,8 @@ class Cost:
         flat = self.detach().broadcast(self.batch_shape)
         acc = None
         with torch.no_grad():
-            for _, Cb in flat.blocks(max(1, 2**22 // max(1, self.m))):
+            for _, Cb in flat.blocks(block_rows(self.n, self.m, flat.tensors()[0],
+                                                batch=max(1, flat.batch_shape.numel()))):
                 part = Cb.sum((-2, -1)) if stat == "mean" else Cb.amax((-2, -1))
                 acc = part if acc is None else (acc + part if stat == "mean"
                                                 else torch.maximum(acc, part))
@@ -355,8 +357,9 @@ class PointCloud(Cost):
     y : Tensor or array, shape (..., m, d), optional
         Target points (default: ``x``, the cloud against itself).
     cost : str or callable
-        A name of ``otbook.costs.GROUND_COSTS`` (see :func:`cost_matrix`), or a callable ``c(xb, y)``
-        that returns the ``(..., k, m)`` costs between a block of sources and all targets.
+        A name of ``otbook.costs.GROUND_COSTS`` (see :func:`cost_matrix`), or a callable
+        ``c(xb, y)`` that returns the ``(..., k, m)`` costs between a block of sources and all
+        targets.
 
     Examples
     --------

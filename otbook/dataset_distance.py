@@ -49,7 +49,7 @@ from ._checks import (
     check_weights,
 )
 from ._runtime import progress as progress_bar
-from ._runtime import randperm, warn as warn_runtime
+from ._runtime import block_rows, randperm, warn as warn_runtime
 from .costs import PointCloud, SumCost, TableCost, check_magnitude, cost_matrix
 from .exact import emd
 from .gaussian import bures_wasserstein
@@ -128,16 +128,15 @@ def class_statistics(x: torch.Tensor, codes: torch.Tensor, n_classes: int):
     return means, covs
 
 
-def _gaussian_table(means_r, covs_r, means_c, covs_c, block_bytes: float = 2e8):
+def _gaussian_table(means_r, covs_r, means_c, covs_c):
     """Bures-Wasserstein W2^2 between every row Gaussian and every column Gaussian.
 
     One broadcast call of :func:`~otbook.bures_wasserstein` (one batched eigendecomposition of
-    the ``(C_r, C_c, d, d)`` cross matrices), in row chunks when that would not fit in
-    ``block_bytes``.
+    the ``(C_r, C_c, d, d)`` cross matrices), in chunks of rows of the library's block size
+    (three ``d x d`` matrices per pair).
     """
     Cr, Cc, d = means_r.shape[0], means_c.shape[0], means_r.shape[1]
-    per_row = Cc * d * d * means_r.element_size() * 3
-    step = max(1, int(block_bytes // max(per_row, 1)))
+    step = block_rows(Cr, 3 * Cc * d * d, means_r)
     rows = []
     for s in range(0, Cr, step):
         rows.append(bures_wasserstein(means_r[s:s + step, None], covs_r[s:s + step, None],
@@ -558,8 +557,7 @@ def _entropic_outer(problem, cross, full, a, b, eps, debias, opts):
         n_iter = {"self1": div.self_x.n_iter, "self2": div.self_y.n_iter}
         converged = bool(div.converged.all())
     else:
-        sol = solve(p.cost(p.x1, p.c1, p.x2, p.c2, cross), a1, b1, eps, opts,
-                    batch_entries=[p.x1.shape[0] * p.x2.shape[0]])
+        sol = solve(p.cost(p.x1, p.c1, p.x2, p.c2, cross), a1, b1, eps, opts)
         value, self_terms, n_iter = ot_value(sol, p.cost(p.x1, p.c1, p.x2, p.c2, cross), a1,
                                              b1)[0], {}, {}
         converged = bool(sol.done.all())

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import _runtime
 from ._checks import (
     check_choice,
     check_generator,
@@ -53,6 +52,8 @@ from ._checks import (
     check_potential,
 )
 from ._runtime import WarningSummary
+from ._runtime import progress as progress_bar
+from ._runtime import warn as warn_runtime
 from ._training import FULL_BATCH_WINDOW, loss_flattened, loss_window, optimizer_step
 from .costs import cost_matrix
 # kde_log_density: the book documents it as otbook.flows.kde_log_density too
@@ -294,7 +295,7 @@ def particle_flow(x, energy, *, step, n_steps: int, tol: float = 1e-6, record_ev
     n = x.shape[0]
     snaps, times, energies, speeds = [x.clone()], [0.0], [], []
     caught = WarningSummary()  # RuntimeWarnings of the energy (Sinkhorn): one summary at the end
-    bar = _runtime.progress(progress, n_steps, "particle flow")
+    bar = progress_bar(progress, n_steps, "particle flow")
     converged, k = False, 0
     for k in range(n_steps + 1):
         xg = x.requires_grad_(True)
@@ -431,7 +432,7 @@ def jko_particles(x, energy, *, tau, n_steps: int, eps=None, inner_steps: int = 
         first = energy(x)
     snaps, times, energies = [x.clone()], [0.0], [_scalar(first, "energy", 0).detach()]
     inner_ok, inner_losses = [], []
-    bar = _runtime.progress(progress, n_steps, "JKO (particles)")
+    bar = progress_bar(progress, n_steps, "JKO (particles)")
     for k in range(n_steps):
         with caught:
             x, value, ok = _jko_particles_step(x, energy, transport, tau, inner_steps, inner_tol, k)
@@ -444,7 +445,7 @@ def jko_particles(x, energy, *, tau, n_steps: int, eps=None, inner_steps: int = 
     caught.report("jko_particles", n_steps + 1, "step(s)", enabled=warn)
     converged = all(inner_ok)
     if warn and not converged:
-        _runtime.warn(f"jko_particles: the inner minimisation did not converge at "
+        warn_runtime(f"jko_particles: the inner minimisation did not converge at "
                       f"{inner_ok.count(False)} of {n_steps} steps; raise inner_steps")
     return FlowResult(x=x, trajectory=torch.stack(snaps), times=x.new_tensor(times),
                       energies=torch.stack(energies), n_iter=n_steps, converged=converged,
@@ -633,7 +634,7 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
         first = energy(x, log_density)
     snaps, times, energies = [x.clone()], [0.0], [_scalar(first, "energy", 0).detach()]
     maps, curves, inner_ok, stayed = [], [], [], []
-    bar = _runtime.progress(progress, n_steps, "JKO-ICNN")
+    bar = progress_bar(progress, n_steps, "JKO-ICNN")
     for k in range(n_steps):
         if not warm_start and k > 0:
             model.load_state_dict(initial_state)
@@ -653,7 +654,7 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
     caught.report("jko_icnn", n_steps + 1, "step(s)", enabled=warn)
     converged = all(inner_ok)
     if warn and not converged:
-        _runtime.warn(f"jko_icnn: the inner training had not flattened at "
+        warn_runtime(f"jko_icnn: the inner training had not flattened at "
                       f"{inner_ok.count(False)} of {n_steps} steps; raise inner_steps or lr")
     return JKOResult(x=x, trajectory=torch.stack(snaps), times=x.new_tensor(times),
                      energies=torch.stack(energies), n_iter=n_steps, converged=converged,

@@ -35,7 +35,9 @@ from typing import NamedTuple
 
 import torch
 
-from . import _runtime
+from ._runtime import progress as progress_bar
+from ._runtime import renamed_keywords, threads_for
+from ._runtime import warn as warn_runtime
 from ._checks import (
     broadcast_shapes,
     check_cost,
@@ -445,11 +447,11 @@ def _warn_unconverged(run: _Run, marg, tol, max_iter, sinkhorn_max_iter):
         reasons.append(f"its last Sinkhorn solve stopped at a marginal error of "
                        f"{float(marg.max()):.2g} after {sinkhorn_max_iter} iterations")
     # frames up: gromov_wasserstein, its keyword-alias wrapper, the caller
-    _runtime.warn(f"gromov_wasserstein did not converge: {' and '.join(reasons)}; raise max_iter "
+    warn_runtime(f"gromov_wasserstein did not converge: {' and '.join(reasons)}; raise max_iter "
                   "(or sinkhorn_max_iter), or use a larger eps", stacklevel=4)
 
 
-@_runtime.renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
+@renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
 def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=None,
                        alpha: float = 0.5, init=None, max_iter: int = 1000, tol: float = 1e-9,
                        anderson: int = 5, sinkhorn_tol: float = 1e-8,
@@ -566,9 +568,9 @@ def gromov_wasserstein(Cx, Cy, a=None, b=None, *, eps, loss: str = "square", M=N
     sinkhorn_tol = check_positive(sinkhorn_tol, "sinkhorn_tol")
     z, a, b, full = _start_plan(init, a, b, full, like=Cx)
 
-    # small problems on one thread: the loop is many small products (see _runtime.threads_for)
-    with (torch.no_grad(), _runtime.threads_for(z.numel(), Cx),
-          _runtime.progress(progress, max_iter, "gromov_wasserstein") as bar):
+    # small problems on one thread: the loop is many small products (see threads_for)
+    with (torch.no_grad(), threads_for(z.numel(), Cx),
+          progress_bar(progress, max_iter, "gromov_wasserstein") as bar):
         problem = _GWProblem(Cx.detach(), Cy.detach(), a, b, eps, None if M is None else M.detach(),
                              alpha, loss, sinkhorn_max_iter)
         accel = _GWAccelerator(anderson, full, like=Cx)
@@ -644,7 +646,7 @@ def gromov_objective(Cx, Cy, plan, a=None, b=None, *, eps: float = 0.0, loss: st
     return _objective(Cx, Cy, P, a, b, eps, M, alpha, loss)[1]
 
 
-@_runtime.renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
+@renamed_keywords(inner_tol="sinkhorn_tol", inner_max_iter="sinkhorn_max_iter")
 def gromov_divergence(Cx, Cy, a=None, b=None, *, eps, **kwargs) -> torch.Tensor:
     r"""A debiased entropic Gromov-Wasserstein loss, for generative models across spaces.
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import _runtime
 from ._checks import (
     as_tensor,
     check_choice,
@@ -44,6 +43,8 @@ from ._checks import (
     check_weights,
 )
 from ._runtime import WarningSummary, block_rows, randperm
+from ._runtime import progress as progress_bar
+from ._runtime import warn as warn_runtime
 from ._training import MINI_BATCH_WINDOW, loss_flattened, loss_window, optimizer_step
 from .costs import PointCloud, cost_matrix
 from .icnn import ICNN  # also importable as otbook.maps.ICNN, where it used to live
@@ -317,7 +318,7 @@ def entropic_map(x, y, eps, *, a=None, b=None, tol: float = 1e-6, max_iter: int 
     res = sinkhorn(a, b, PointCloud(x, y, checked=True), eps, tol=tol, max_iter=max_iter,
                    eps_scaling=eps_scaling, warn=False, progress=progress)
     if warn and not res.converged:
-        _runtime.warn(
+        warn_runtime(
             f"entropic_map: the Sinkhorn solve did not converge in {max_iter} iterations "
             f"(criterion {float(res.extra['criterion']):.3g} > tol {tol:g}); the map is built "
             "from unconverged potentials. Raise max_iter, or use a larger eps or eps_scaling")
@@ -395,7 +396,7 @@ def monge_gap(x, y, eps, *, a=None, tol: float = 1e-6, max_iter: int = 10_000,
     res = sinkhorn(a, a, PointCloud(x, y, checked=True), eps, tol=tol, max_iter=max_iter,
                    eps_scaling=eps_scaling, warn=False)
     if warn and not res.converged:
-        _runtime.warn(
+        warn_runtime(
             f"monge_gap: the Sinkhorn solve did not converge in {max_iter} iterations; the gap "
             "is inexact. Raise max_iter, or use a larger eps or eps_scaling")
     return displacement - res.value
@@ -548,7 +549,7 @@ def fit_map(model, x, y, *, eps, monge_gap_weight: float = 0.0,
                                 max_iter=sinkhorn_max_iter)
     caught = WarningSummary()  # unconverged Sinkhorn solves inside the loss: counted, reported once
     curves = {"fit": [], "monge_gap": [], "total": []}
-    bar = _runtime.progress(progress, n_steps, "fit_map")
+    bar = progress_bar(progress, n_steps, "fit_map")
     model.train()
     for step in range(n_steps):
         xb, yb = _batch(x, batch_size, generator), _batch(y, batch_size, generator)
@@ -635,9 +636,9 @@ def _report_fit(converged, n_steps, window, rtol, caught: WarningSummary) -> Non
                       "far)")
         else:
             reason = f"{n_steps} steps are too few to judge convergence (it takes {2 * window})"
-        _runtime.warn(f"fit_map: {reason}; train longer or raise the learning rate",
+        warn_runtime(f"fit_map: {reason}; train longer or raise the learning rate",
                       stacklevel=3)
     if caught.count:
-        _runtime.warn(f"fit_map: a Sinkhorn solve inside the loss did not converge at "
+        warn_runtime(f"fit_map: a Sinkhorn solve inside the loss did not converge at "
                       f"{caught.count} of {n_steps} steps; raise sinkhorn_max_iter or eps (the "
                       f"first: {caught.first})", stacklevel=3)

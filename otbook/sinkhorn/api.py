@@ -14,7 +14,8 @@ from .._checks import (broadcast_shapes, check_choice, check_eps, check_pair_poi
 from .._runtime import warn as _warn_runtime
 from ..costs import as_cost, check_ground
 from ..result import OTResult
-from .engine import BACKENDS, Options, cloud_divergence, solve, unconverged_message
+from .engine import (BACKENDS, Options, cloud_divergence, solution_message, solve,
+                     unconverged_message)
 from .objective import linear_value, ot_value
 
 __all__ = ["sinkhorn", "sinkhorn_divergence"]
@@ -59,13 +60,6 @@ def _check_finite_result(sol, eps, cost, *values):
                          "ob.eps_relative), or exact OT (ob.emd)")
     raise FloatingPointError("sinkhorn produced non-finite potentials; this is a bug, please "
                              "report it with the inputs")
-
-
-def _unconverged_message(what, done, err, opts):
-    bad = int((~done).sum())
-    return (f"{what} did not converge for {bad} problem(s) in {opts.max_iter} iterations "
-            f"(criterion {float(err[~done].max()):.3g} > tol {opts.tol:g}); raise max_iter, or "
-            "use a larger eps or eps_scaling")
 
 
 def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_iter: int = 10_000,
@@ -181,7 +175,7 @@ def sinkhorn(a, b, C, eps, *, rho_a=None, rho_b=None, tol: float = 1e-6, max_ite
     _check_finite_result(sol, eps, flat, value, value_linear)
     converged = sol.done.reshape(full)
     if warn and not bool(converged.all()):
-        _warn_runtime(_unconverged_message("sinkhorn", sol.done, sol.err, opts))
+        _warn_runtime(solution_message("sinkhorn", sol, opts))
     plan = None if sol.plan is None else sol.plan.reshape(*full, n, m)
     return OTResult(
         plan=plan,

@@ -22,7 +22,8 @@ from .objective import ot_value, primal
 from .schedule import eps_schedule
 
 __all__ = ["Options", "Solution", "choose_backend", "solve", "solve_symmetric", "debiased",
-           "Divergence", "cloud_divergence", "unconverged_message", "divergence_value"]
+           "Divergence", "cloud_divergence", "solution_message", "unconverged_message",
+           "divergence_value"]
 
 BACKENDS = ("auto", "dense", "online")
 
@@ -127,14 +128,12 @@ def _levels(cost, eps, opts, warm):
     return eps_schedule(max(top, eps), eps, opts.eps_scaling, name="eps_scaling")
 
 
-def solve(cost, a, b, eps: float, opts: Options, rho_a=None, rho_b=None, init_g=None,
-          batch_entries=None) -> Solution:
+def solve(cost, a, b, eps: float, opts: Options, rho_a=None, rho_b=None, init_g=None) -> Solution:
     """Solve the entropic problem of the flat ``cost`` between ``a`` and ``b`` (checked, no
     gradient), optionally warm-started from the target potential ``init_g``."""
     marg = Marginals(rho_a, rho_b)
     a, b = a.detach(), b.detach()
-    entries = batch_entries or [a.shape[0] * cost.n * cost.m]
-    backend = choose_backend(opts.backend, entries, a, opts.memory_budget)
+    backend = choose_backend(opts.backend, [a.shape[0] * cost.n * cost.m], a, opts.memory_budget)
     with torch.no_grad(), threads_for(a.shape[0] * cost.n * cost.m, a):
         K = _kernel(cost, a, b, eps, backend, opts.memory_budget)
         levels = _levels(cost, eps, opts, init_g is not None)
@@ -211,8 +210,8 @@ class Divergence:
         return self.cross.done & self.self_x.done & self.self_y.done
 
 
-def debiased(cost_xy, cost_xx, cost_yy, a, b, eps: float, opts: Options, *, warm: bool = True,
-             gradients: bool = True) -> Divergence:
+def debiased(cost_xy, cost_xx, cost_yy, a, b, eps: float, opts: Options, *,
+             warm: bool = True) -> Divergence:
     """The debiased (Sinkhorn) divergence over three flat costs: the two symmetric problems
     first, then the cross problem warm-started from their potentials (with ``warm``: close
     datasets make a block-structured cross problem, which a cold start crawls through), and
@@ -225,11 +224,6 @@ def debiased(cost_xy, cost_xx, cost_yy, a, b, eps: float, opts: Options, *, warm
     sx = solve_symmetric(cost_xx.detach(), a, eps, opts, backend)
     sy = solve_symmetric(cost_yy.detach(), b, eps, opts, backend)
     cross = solve(cost_xy.detach(), a, b, eps, opts, init_g=sy.g if warm else None)
-    if not gradients:
-        with torch.no_grad():
-            value = (ot_value(cross, cost_xy, a, b) - 0.5 * (ot_value(sx, cost_xx, a, a)
-                                                             + ot_value(sy, cost_yy, b, b)))
-        return Divergence(value, cross, sx, sy)
     value = (ot_value(cross, cost_xy, a, b)
              - 0.5 * (ot_value(sx, cost_xx, a, a) + ot_value(sy, cost_yy, b, b)))
     return Divergence(value, cross, sx, sy)
@@ -250,15 +244,20 @@ def cloud_divergence(x, y, a, b, eps: float, opts: Options, cost="sqeuclidean") 
     return div
 
 
+def solution_message(what: str, sol: Solution, opts: Options) -> str:
+    """The warning for a solution some of whose problems did not converge."""
+    bad = int((~sol.done).sum())
+    return (f"{what} did not converge for {bad} problem(s) in {opts.max_iter} iterations "
+            f"(criterion {float(sol.err[~sol.done].max()):.3g} > tol {opts.tol:g}); raise "
+            "max_iter, or use a larger eps or eps_scaling")
+
+
 def unconverged_message(what: str, div: Divergence, opts: Options) -> str | None:
     """The warning for a divergence whose solves did not all converge (``None`` if they did)."""
     for part, sol in (("the cross problem", div.cross), ("a symmetric problem", div.self_x),
                       ("a symmetric problem", div.self_y)):
         if not bool(sol.done.all()):
-            bad = int((~sol.done).sum())
-            return (f"{what}: {part} did not converge for {bad} problem(s) in {opts.max_iter} "
-                    f"iterations (criterion {float(sol.err[~sol.done].max()):.3g} > tol "
-                    f"{opts.tol:g}); raise max_iter, or use a larger eps")
+            return solution_message(f"{what}: {part}", sol, opts)
     return None
 
 
