@@ -19,7 +19,7 @@ from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch
 from .energies import (Energy, interaction_energy, internal_energy, mmd_energy, potential_energy,
                        sinkhorn_energy)
 from .flows import FlowResult, JKOResult, jko_icnn, jko_particles, particle_flow
-from . import energies, flows, icnn
+from . import data, energies, flows, icnn
 from . import plot
 from .notebook import glue, setup_notebook
 from .utils import device, uniform
@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OTResult",
     "plot",
+    "data",
     "bures_wasserstein",
     "cost_matrix",
     "Cost",
