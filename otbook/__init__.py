@@ -9,6 +9,7 @@ from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
+from .plans import class_coupling, class_preservation
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
 from .sliced import sliced_wasserstein
@@ -28,6 +29,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OTResult",
+    "class_coupling",
+    "class_preservation",
     "plot",
     "data",
     "bures_wasserstein",
