@@ -13,6 +13,7 @@ from .plans import class_coupling, class_preservation
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
 from .sliced import sliced_wasserstein
+from .transfer import BatchedMLP, batched_accuracy, source_permutation_test, train_batched
 from .icnn import ICNN, hessian_logdet
 from .maps import (EntropicMap, MapFit, barycentric_projection, entropic_map, fit_map, monge_gap,
                    soft_labels)
@@ -44,6 +45,10 @@ __all__ = [
     "DatasetDistance",
     "dataset_distance",
     "label_distances",
+    "BatchedMLP",
+    "train_batched",
+    "batched_accuracy",
+    "source_permutation_test",
     "device",
     "eps_relative",
     "eps_schedule",
