@@ -175,3 +175,14 @@ def test_permutation_p_values_are_uniform_under_the_null():
 def test_bad_inputs_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_float64_networks_keep_their_dtype():
+    x, y = _data(2, 8, 3)  # float32 inputs are converted to the networks' dtype
+    nets = ob.BatchedMLP(2, 3, 3, hidden=(4,), dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(0))
+    ob.train_batched(nets, x, y, steps=3, lr=1e-2)
+    assert all(p.dtype == torch.float64 for p in nets.parameters())
+    assert ob.batched_accuracy(nets, x, y).dtype == torch.float64
+    test = ob.source_permutation_test(torch.rand(5, 2), torch.rand(5, 2), n_permutations=10)
+    assert isinstance(test["r"][0], float) and 0 < test["r"][1] <= 1
