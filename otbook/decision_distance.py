@@ -3,8 +3,8 @@ r"""The decision-aware dataset distance of predict-then-optimize tasks (OTD³).
 In a predict-then-optimize task an example is a triplet :math:`(x, y, z)`: features :math:`x`,
 the coefficients :math:`y` of a downstream optimisation problem (the labels a model learns to
 predict), and the decision :math:`z = w^*(y)` that the problem's solver takes when it knows
-:math:`y`. OTD³ :cite:p:`rodriguezdiaz2025otd3` compares two such datasets by optimal transport
-under a convex combination of three components,
+:math:`y`. OTD³ (Rodriguez-Diaz et al., UAI 2025) compares two such datasets by optimal
+transport under a convex combination of three components,
 
 .. math::
 
