@@ -5,6 +5,7 @@ The library behind the otbook book. Every public name is documented in the book'
 
 from .costs import Cost, CostMatrix, PointCloud, SumCost, TableCost, cost_matrix, pad_clouds
 from .dataset_distance import DatasetDistance, dataset_distance, label_distances
+from .decision_distance import DecisionDistance, decision_cost, decision_distance, topk_decisions
 from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
@@ -49,6 +50,10 @@ __all__ = [
     "train_batched",
     "batched_accuracy",
     "source_permutation_test",
+    "DecisionDistance",
+    "decision_cost",
+    "decision_distance",
+    "topk_decisions",
     "device",
     "eps_relative",
     "eps_schedule",

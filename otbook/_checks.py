@@ -42,6 +42,7 @@ __all__ = [
     "broadcast_shapes",
     "check_scaling",
     "check_at_least",
+    "check_simplex",
 ]
 
 
@@ -436,3 +437,18 @@ def check_scaling(value, name: str = "eps_scaling"):
     if value >= 1:
         raise ValueError(f"{name} must be in (0, 1), got {value}")
     return value
+
+
+def check_simplex(weights, name: str, size: int, atol: float = 1e-6) -> list[float]:
+    """``size`` non-negative finite numbers summing to 1 (to ``atol``): a point of the simplex,
+    such as the weights of a convex combination of costs."""
+    if isinstance(weights, torch.Tensor):
+        weights = weights.detach().cpu().tolist()
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise TypeError(f"{name} must be a sequence of {size} numbers, got {_describe(weights)}")
+    if len(weights) != size:
+        raise ValueError(f"{name} must have {size} entries, got {len(weights)}")
+    values = [check_nonnegative(w, f"{name}[{k}]") for k, w in enumerate(weights)]
+    if abs(sum(values) - 1.0) > atol:
+        raise ValueError(f"{name} must lie on the simplex (sum to 1), got sum {sum(values):.6g}")
+    return values
