@@ -11,6 +11,7 @@ from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
 from .plans import class_coupling, class_preservation
+from .bispectral import bispectrum, polar_resample, power_spectrum, rotate_images
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
 from .sliced import sliced_wasserstein
@@ -33,6 +34,10 @@ __all__ = [
     "OTResult",
     "class_coupling",
     "class_preservation",
+    "bispectrum",
+    "polar_resample",
+    "power_spectrum",
+    "rotate_images",
     "plot",
     "data",
     "bures_wasserstein",
