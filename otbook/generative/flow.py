@@ -1,10 +1,10 @@
 r"""Flow matching with independent or mini-batch OT pairs.
 
-Conditional flow matching {Lipman et al. 2023} regresses a velocity field :math:`v(x, t)` on the
+Conditional flow matching (Lipman et al. 2023) regresses a velocity field :math:`v(x, t)` on the
 straight-line velocity :math:`x_1 - x_0` of pairs :math:`(x_0, x_1)` drawn from a coupling of the
 source and the target, at the point :math:`x_t = (1 - t) x_0 + t x_1`. With independent pairs,
 the paths of different pairs cross and the learned field averages their directions; pairing each
-mini-batch by OT (:func:`ot_pairing`, {Pooladian et al. 2023; Tong et al. 2024}) makes the pairs
+mini-batch by OT (:func:`ot_pairing`; Pooladian et al. 2023, Tong et al. 2024) makes the pairs
 nearly non-crossing, and the learned flow straighter (:func:`path_straightness`), so that fewer
 integration steps (:func:`sample_flow`) reach the same sample quality.
 """
