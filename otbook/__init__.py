@@ -23,7 +23,11 @@ from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch
 from .energies import (Energy, interaction_energy, internal_energy, mmd_energy, potential_energy,
                        sinkhorn_energy)
 from .flows import FlowResult, JKOResult, jko_icnn, jko_particles, particle_flow
-from . import data, energies, flows, icnn
+from .generative import (CriticFit, FlowMatchingFit, SemiDiscreteOT, fit_critic,
+                         fit_flow_matching, flow_matching_loss, gradient_penalty,
+                         laguerre_assign, ot_pairing, path_straightness, sample_flow,
+                         semidiscrete_ot)
+from . import data, energies, flows, generative, icnn
 from . import plot
 from .notebook import glue, setup_notebook
 from .utils import device, uniform
@@ -105,4 +109,17 @@ __all__ = [
     "sinkhorn_divergence",
     "uniform",
     "wasserstein_1d",
+    "generative",
+    "CriticFit",
+    "FlowMatchingFit",
+    "SemiDiscreteOT",
+    "fit_critic",
+    "fit_flow_matching",
+    "flow_matching_loss",
+    "gradient_penalty",
+    "laguerre_assign",
+    "ot_pairing",
+    "path_straightness",
+    "sample_flow",
+    "semidiscrete_ot",
 ]
