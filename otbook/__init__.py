@@ -6,7 +6,8 @@ The library behind the otbook book. Every public name is documented in the book'
 from .costs import Cost, CostMatrix, PointCloud, SumCost, TableCost, cost_matrix, pad_clouds
 from .dataset_distance import DatasetDistance, dataset_distance, label_distances
 from .exact import emd, wasserstein_1d
-from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
+from .gaussian import (GaussianBarycenter, GaussianMap, bures_wasserstein, gaussian_barycenter,
+                       gaussian_map)
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
 from .plans import class_coupling, class_preservation
@@ -20,6 +21,7 @@ from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch
 from .energies import (Energy, interaction_energy, internal_energy, mmd_energy, potential_energy,
                        sinkhorn_energy)
 from .flows import FlowResult, JKOResult, jko_icnn, jko_particles, particle_flow
+from .barycenters import Barycenter, barycenter, interpolate
 from . import data, energies, flows, icnn
 from . import plot
 from .notebook import glue, setup_notebook
@@ -90,4 +92,9 @@ __all__ = [
     "sinkhorn_divergence",
     "uniform",
     "wasserstein_1d",
+    "Barycenter",
+    "barycenter",
+    "interpolate",
+    "GaussianBarycenter",
+    "gaussian_barycenter",
 ]
