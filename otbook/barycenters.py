@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import (as_tensor, check_callable, check_choice, check_eps, check_finite,
-                      check_plan, check_points, check_positive, check_positive_int,
-                      check_unit_interval, check_weights)
+from ._checks import (as_tensor, broadcast_shapes, check_callable, check_choice, check_eps,
+                      check_finite, check_plan, check_points, check_positive,
+                      check_positive_int, check_unit_interval, check_weights)
 from ._runtime import progress as progress_bar
 from ._runtime import warn as runtime_warn
 from .costs import Cost, as_cost, cost_matrix, pad_clouds
@@ -145,7 +145,8 @@ def interpolate(x, y=None, t: float = 0.5, *, plan=None, map=None, a=None):
         raise ValueError(f"plan must have shape (n, m) = ({n}, {m}) for these points, got "
                          f"{tuple(P.shape)}")
     points = (1.0 - t) * x[..., :, None, :] + t * y[..., None, :, :]
-    batch = torch.broadcast_shapes(points.shape[:-3], P.shape[:-2])
+    batch = broadcast_shapes(points.shape[:-3], P.shape[:-2],
+                             what="batch dimensions of x, y and plan")
     points = points.expand(*batch, n, m, x.shape[-1]).reshape(*batch, n * m, x.shape[-1])
     weights = P.expand(*batch, n, m).reshape(*batch, n * m)
     if not batch:

@@ -201,6 +201,16 @@ def test_free_support_sinkhorn_runs_batched():
     assert torch.allclose(bar.plans.sum((-2, -1)), torch.ones(2, dtype=F64))
 
 
+def test_dtype_is_kept():
+    b = bumps((0.2, 0.6)).float()
+    bar = ob.barycenter(b, C_GRID.float(), eps=1e-2, tol=1e-5)
+    assert bar.mass.dtype == torch.float32 and bar.converged
+    img = ob.barycenter(b.reshape(2, 5, 6), "grid", eps=1e-2, tol=1e-5)
+    assert img.mass.dtype == torch.float32 and img.mass.shape == (5, 6)
+    free = ob.barycenter([cloud(6, dtype=torch.float32), cloud(6, seed=1, dtype=torch.float32)])
+    assert free.support.dtype == torch.float32
+
+
 # -- bad inputs ------------------------------------------------------------------------------
 
 
@@ -208,6 +218,9 @@ def test_free_support_sinkhorn_runs_batched():
     (lambda: ob.barycenter(bumps((0.2, 0.6)), C_GRID, eps=0.01, weights=W3), "weights"),
     (lambda: ob.barycenter(bumps((0.2, 0.6)), C_GRID, eps=0.0), "eps"),
     (lambda: ob.barycenter(bumps((0.2, 0.6)), C_GRID, eps=-1.0), "eps"),
+    (lambda: ob.barycenter(bumps((0.2, 0.6)), C_GRID, eps=float("nan")), "eps"),
+    (lambda: ob.barycenter([cloud(5), cloud(5)], support=torch.full((3, 2), float("nan"),
+                                                                    dtype=F64)), "support"),
     (lambda: ob.barycenter(bumps((0.2, 0.6)), C_GRID[:, :5], eps=0.01), "C"),
     (lambda: ob.barycenter(bumps((0.2, 0.6)) * torch.tensor([[1.0], [2.0]], dtype=F64),
                            C_GRID, eps=0.01), "same total mass"),
