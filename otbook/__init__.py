@@ -7,7 +7,8 @@ from .costs import Cost, CostMatrix, PointCloud, SumCost, TableCost, cost_matrix
 from .dataset_distance import DatasetDistance, dataset_distance, label_distances
 from .decision_distance import DecisionDistance, decision_cost, decision_distance, topk_decisions
 from .exact import emd, wasserstein_1d
-from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
+from .gaussian import (GaussianBarycenter, GaussianMap, bures_wasserstein, gaussian_barycenter,
+                       gaussian_map)
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
 from .plans import class_coupling, class_preservation
@@ -27,6 +28,7 @@ from .generative import (CriticFit, FlowMatchingFit, SemiDiscreteOT, fit_critic,
                          fit_flow_matching, flow_matching_loss, gradient_penalty,
                          laguerre_assign, ot_pairing, path_straightness, sample_flow,
                          semidiscrete_ot)
+from .barycenters import Barycenter, barycenter, interpolate
 from . import data, energies, flows, generative, icnn
 from . import plot
 from .notebook import glue, setup_notebook
@@ -122,4 +124,9 @@ __all__ = [
     "path_straightness",
     "sample_flow",
     "semidiscrete_ot",
+    "Barycenter",
+    "barycenter",
+    "interpolate",
+    "GaussianBarycenter",
+    "gaussian_barycenter",
 ]
