@@ -595,8 +595,8 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
         Probes of the stochastic estimator.
     lanczos_steps, cg_steps : int, optional
         Lanczos and conjugate-gradient steps of the stochastic estimator (defaults as in
-        :func:`otbook.hessian_logdet`). The gradient uses only the conjugate gradients; a few steps of
-        each suffice when the Hessians are well conditioned, as near the identity map.
+        :func:`otbook.hessian_logdet`). The gradient uses only the conjugate gradients; a few
+        steps of each suffice when the Hessians are well conditioned, as near the identity map.
     generator : torch.Generator, optional
         Draws the probes of the stochastic estimator.
     rtol : float
