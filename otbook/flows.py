@@ -495,7 +495,7 @@ def _jko_particles_step(anchor, energy, transport, tau, inner_steps, inner_tol, 
 
 
 def jko_icnn_objective(psi, x, log_density, energy, tau, method="exact", n_probes=4,
-                       generator=None):
+                       generator=None, lanczos_steps=None, cg_steps=None):
     r"""The objective of one JKO-ICNN step, and the pushed particles and their log-density.
 
     .. math::
@@ -505,13 +505,16 @@ def jko_icnn_objective(psi, x, log_density, energy, tau, method="exact", n_probe
 
     differentiable in the parameters of ``psi``. When ``log_density`` (:math:`\log\rho_k` at the
     particles) is ``None`` no log-determinant is computed and the energy gets no density.
-    Returns ``(objective, pushed particles, their log-density or None)``. Used by
-    :func:`otbook.jko_icnn`, which checks the inputs.
+    ``method``, ``n_probes``, ``generator``, ``lanczos_steps`` and ``cg_steps`` are passed to
+    :func:`otbook.hessian_logdet`. Returns ``(objective, pushed particles, their log-density or
+    None)``. Used by :func:`otbook.jko_icnn`, which checks the inputs.
     """
     energy = as_energy(energy)
     if log_density is not None:
+        steps = ({"lanczos_steps": lanczos_steps, "cg_steps": cg_steps}
+                 if method == "stochastic" else {})
         logdet, y = hessian_logdet(psi, x, method=method, n_probes=n_probes, generator=generator,
-                                   return_map=True)
+                                   return_map=True, **steps)
         new_log = log_density - logdet
     else:
         y, new_log = potential_gradient(psi, x), None
@@ -522,7 +525,8 @@ def jko_icnn_objective(psi, x, log_density, energy, tau, method="exact", n_probe
 def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidden=(32, 32),
              activation: str = "softplus", strong_convexity: float = 1e-3, inner_steps: int = 200,
              lr: float = 1e-2, warm_start: bool = True, logdet: str = "auto", n_probes: int = 4,
-             generator=None, rtol: float = 0.05, record_every: int = 1, warn: bool = True,
+             lanczos_steps: int | None = None, cg_steps: int | None = None, generator=None,
+             rtol: float = 0.05, record_every: int = 1, warn: bool = True,
              progress: bool = False) -> JKOResult:
     r"""The JKO scheme with input-convex neural networks (JKO-ICNN).
 
@@ -577,7 +581,11 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
         the tracked densities need), and :math:`s > 0` so that :math:`\nabla^2\psi \succeq sI`
         and every map is invertible.
     inner_steps, lr : int, float
-        Adam steps and learning rate of the training inside each JKO step (full batch).
+        Adam steps and learning rate of the training inside each JKO step (full batch). With
+        the stochastic log-determinant the gradient is noisy, and Adam's iterates would keep
+        jittering at the scale of ``lr`` around the minimiser; the learning rate then decays
+        linearly over the second half of the steps, to 2 % of ``lr`` (the usual schedule of a
+        stochastic optimisation). With exact log-determinants it stays constant.
     warm_start : bool
         Start each step from the previous step's network (successive maps are alike), rather
         than from ``model``'s initial state.
@@ -585,6 +593,10 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
         How :func:`hessian_logdet` is computed: ``"auto"`` is exact up to :math:`d = 10`.
     n_probes : int
         Probes of the stochastic estimator.
+    lanczos_steps, cg_steps : int, optional
+        Lanczos and conjugate-gradient steps of the stochastic estimator (defaults as in
+        :func:`otbook.hessian_logdet`). The gradient uses only the conjugate gradients; a few
+        steps of each suffice when the Hessians are well conditioned, as near the identity map.
     generator : torch.Generator, optional
         Draws the probes of the stochastic estimator.
     rtol : float
@@ -626,8 +638,15 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
     log_density = _initial_log_density(log_density, x, energy)
     model = _initial_model(model, x, hidden, activation, strong_convexity)
     initial_state = copy.deepcopy(model.state_dict())
+    n_probes = check_positive_int(n_probes, "n_probes")
+    if lanczos_steps is not None:
+        lanczos_steps = check_positive_int(lanczos_steps, "lanczos_steps")
+    if cg_steps is not None:
+        cg_steps = check_positive_int(cg_steps, "cg_steps")
     objective = functools.partial(jko_icnn_objective, energy=energy, tau=tau, method=method,
-                                  n_probes=n_probes, generator=generator)
+                                  n_probes=n_probes, generator=generator,
+                                  lanczos_steps=lanczos_steps, cg_steps=cg_steps)
+    decay = method == "stochastic" and log_density is not None
     window = loss_window(inner_steps, FULL_BATCH_WINDOW)
     caught = WarningSummary()
     with caught:
@@ -639,7 +658,8 @@ def jko_icnn(x, energy, *, tau, n_steps: int, log_density=None, model=None, hidd
         if not warm_start and k > 0:
             model.load_state_dict(initial_state)
         with caught:
-            curve = _train_potential(model, x, log_density, objective, inner_steps, lr, k)
+            curve = _train_potential(model, x, log_density, objective, inner_steps, lr, k,
+                                     decay)
             x, log_density, psi = _take_or_stay(model, x, log_density, objective, energies[-1])
             after = energy(x, log_density)
         if psi is None:  # stayed put: the next step starts again from the initial network
@@ -693,13 +713,19 @@ def _initial_model(model, x, hidden, activation, strong_convexity) -> ICNN:
     return copy.deepcopy(model)
 
 
-def _train_potential(model, anchor, log_density, objective, inner_steps, lr, k) -> torch.Tensor:
+def _train_potential(model, anchor, log_density, objective, inner_steps, lr, k,
+                     decay=False) -> torch.Tensor:
     """Adam on one JKO-ICNN step's objective, full batch, from the model's current state; the
-    loss curve, shape ``(inner_steps,)``."""
+    loss curve, shape ``(inner_steps,)``. With ``decay`` (a stochastic objective) the learning
+    rate falls linearly over the second half of the steps, to 2 % of ``lr``."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    half = inner_steps // 2
     losses = []
     model.train()
-    for _ in range(inner_steps):
+    for i in range(inner_steps):
+        if decay and i >= half:
+            for group in opt.param_groups:
+                group["lr"] = lr * max(0.02, 1.0 - (i - half) / max(inner_steps - half, 1))
         loss, _, _ = objective(model, anchor, log_density)
         loss = _scalar(loss, "the JKO-ICNN objective", k + 1)
         optimizer_step(model, opt, loss)

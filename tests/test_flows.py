@@ -225,6 +225,31 @@ def test_jko_icnn_matches_the_exact_gaussian_jko_recursion():
     torch.testing.assert_close(lr, res.log_density)
 
 
+def test_jko_icnn_stochastic_logdet_follows_the_exact_jko_steps_in_higher_dimension():
+    """d = 8, stochastic log-determinant (few Lanczos and CG steps), decaying learning rate."""
+    d, n, tau = 8, 120, 0.5
+    g = gen(5)
+    Q = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))[0]
+    s = torch.linspace(0.5, 1.5, d, dtype=F64)
+    m0 = torch.randn(d, generator=g, dtype=F64)
+    x0 = m0 + (torch.randn(n, d, generator=g, dtype=F64) * s) @ Q.T
+    ld0 = torch.distributions.MultivariateNormal(m0, Q @ torch.diag(s ** 2) @ Q.T).log_prob(x0)
+    F = quadratic() + ob.internal_energy("entropy")
+    torch.manual_seed(0)
+    res = ob.jko_icnn(x0, F, tau=tau, n_steps=2, log_density=ld0, hidden=(8,),
+                      inner_steps=100, lr=2e-2, logdet="stochastic", n_probes=4,
+                      lanczos_steps=3, cg_steps=6, generator=gen(1), warn=False)
+    assert res.extra["logdet"] == "stochastic" and res.decreasing()
+    m, S = moments(x0)
+    for k in (1, 2):
+        m, S = ou_jko_step(m, S, tau)
+        mk, Sk = moments(res.trajectory[k])
+        mt, St = ou_closed_form(*moments(x0), k * tau)
+        to_jko = float(ob.bures_wasserstein(mk, Sk, m, S).clamp_min(0)) ** 0.5
+        to_flow = float(ob.bures_wasserstein(mk, Sk, mt, St).clamp_min(0)) ** 0.5
+        assert to_jko < 0.1 and to_jko < 0.5 * to_flow, (k, to_jko, to_flow)
+
+
 def test_jko_icnn_porous_medium_follows_barenblatt():
     """1-D porous medium (m = 2) from a Barenblatt profile: exact log-determinants."""
     torch.manual_seed(0)
@@ -323,6 +348,9 @@ def test_non_finite_particles(bad):
         (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, model=ob.ICNN(3)), ValueError, "R\\^3"),
         (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, model=torch.nn.Linear(2, 1)), TypeError, "ICNN"),
         (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, logdet="svd"), ValueError, "logdet must be one of"),
+        (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, lanczos_steps=0), ValueError, "lanczos_steps must be at least 1"),
+        (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, cg_steps=2.5), TypeError, "cg_steps must be an integer"),
+        (lambda: ob.jko_icnn(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, n_probes=0), ValueError, "n_probes must be at least 1"),
         (lambda: ob.jko_particles(torch.ones(3, 2), quadratic(), tau=0.1, n_steps=2, eps=0.1, sinkhorn_max_iter=0), ValueError, "sinkhorn_max_iter must be at least 1"),
     ],
 )
