@@ -7,6 +7,7 @@ from .costs import Cost, CostMatrix, PointCloud, SumCost, TableCost, cost_matrix
 from .dataset_distance import DatasetDistance, dataset_distance, label_distances
 from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
+from .geo import LocationEncoder, Selection, greedy_selection, region_distances
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
 from .plans import class_coupling, class_preservation
@@ -20,7 +21,7 @@ from .minibatch import MinibatchBounds, MinibatchOT, minibatch_bounds, minibatch
 from .energies import (Energy, interaction_energy, internal_energy, mmd_energy, potential_energy,
                        sinkhorn_energy)
 from .flows import FlowResult, JKOResult, jko_icnn, jko_particles, particle_flow
-from . import data, energies, flows, icnn
+from . import data, energies, flows, geo, icnn
 from . import plot
 from .notebook import glue, setup_notebook
 from .utils import device, uniform
@@ -50,6 +51,11 @@ __all__ = [
     "emd",
     "gaussian_map",
     "GaussianMap",
+    "geo",
+    "greedy_selection",
+    "LocationEncoder",
+    "region_distances",
+    "Selection",
     "gromov_divergence",
     "gromov_objective",
     "gromov_wasserstein",

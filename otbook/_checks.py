@@ -42,6 +42,8 @@ __all__ = [
     "broadcast_shapes",
     "check_scaling",
     "check_at_least",
+    "check_latlon",
+    "check_simplex",
 ]
 
 
@@ -436,3 +438,32 @@ def check_scaling(value, name: str = "eps_scaling"):
     if value >= 1:
         raise ValueError(f"{name} must be in (0, 1), got {value}")
     return value
+
+
+def check_latlon(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """(latitude, longitude) pairs in degrees, shape ``(..., n, 2)``, latitudes in [-90, 90]."""
+    t = check_points(x, name, like)
+    if t.shape[-1] != 2:
+        raise ValueError(f"{name} must hold (latitude, longitude) pairs in degrees, shape (n, 2); "
+                         f"got shape {tuple(t.shape)}")
+    worst = float(t[..., 0].abs().max())
+    if worst > 90:
+        raise ValueError(f"{name} has latitudes outside [-90, 90] degrees (up to {worst:.6g} in "
+                         "absolute value); the columns are (latitude, longitude)")
+    return t
+
+
+def check_simplex(w, n: int, name: str, like: torch.Tensor | None = None,
+                  atol: float = 1e-6) -> torch.Tensor:
+    """``n`` mixing weights on the simplex: finite, non-negative, summing to 1 (within ``atol``)."""
+    t = as_tensor(w, name, like)
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(f"{name} must be a vector of {n} weights, got shape {tuple(t.shape)}")
+    check_finite(t, name)
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} has negative entries: mixing weights lie on the simplex")
+    total = float(t.sum())
+    if abs(total - 1.0) > atol:
+        raise ValueError(f"{name} sums to {total:.6g}: mixing weights lie on the simplex "
+                         "(non-negative, summing to 1)")
+    return t
