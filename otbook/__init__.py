@@ -9,6 +9,7 @@ from .decision_distance import DecisionDistance, decision_cost, decision_distanc
 from .exact import emd, wasserstein_1d
 from .gaussian import (GaussianBarycenter, GaussianMap, bures_wasserstein, gaussian_barycenter,
                        gaussian_map)
+from .geo import LocationEncoder, Selection, greedy_selection, region_distances
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
 from .plans import class_coupling, class_preservation
@@ -29,7 +30,7 @@ from .generative import (CriticFit, FlowMatchingFit, SemiDiscreteOT, fit_critic,
                          laguerre_assign, ot_pairing, path_straightness, sample_flow,
                          semidiscrete_ot)
 from .barycenters import Barycenter, barycenter, interpolate
-from . import data, energies, flows, generative, icnn
+from . import data, energies, flows, generative, geo, icnn
 from . import plot
 from .notebook import glue, setup_notebook
 from .utils import device, uniform
@@ -71,6 +72,11 @@ __all__ = [
     "emd",
     "gaussian_map",
     "GaussianMap",
+    "geo",
+    "greedy_selection",
+    "LocationEncoder",
+    "region_distances",
+    "Selection",
     "gromov_divergence",
     "gromov_objective",
     "gromov_wasserstein",

