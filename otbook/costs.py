@@ -34,8 +34,8 @@ import torch
 
 from ._runtime import block_rows
 from ._checks import (as_tensor, broadcast_shapes, check_choice, check_codes, check_cost,
-                      check_finite, check_labels, check_nonnegative, check_pair_points,
-                      check_points, check_weights)
+                      check_finite, check_labels, check_latlon, check_nonnegative,
+                      check_pair_points, check_points, check_weights)
 
 __all__ = [
     "cost_matrix",
@@ -43,6 +43,7 @@ __all__ = [
     "check_ground",
     "check_magnitude",
     "GROUND_COSTS",
+    "unit_vectors",
     "Cost",
     "CostMatrix",
     "PointCloud",
@@ -99,6 +100,29 @@ def _cosine(x, y):
 def _sphere(latlon):
     lat, lon = torch.deg2rad(latlon[..., 0]), torch.deg2rad(latlon[..., 1])
     return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)
+
+
+def unit_vectors(latlon) -> torch.Tensor:
+    """Points on the unit sphere, ``(cos lat cos lon, cos lat sin lon, sin lat)``.
+
+    Parameters
+    ----------
+    latlon : Tensor or array, shape (..., n, 2)
+        (latitude, longitude) pairs in degrees; latitudes in [-90, 90].
+
+    Returns
+    -------
+    Tensor, shape (..., n, 3)
+        On the input's device and dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> unit_vectors(torch.tensor([[0.0, 90.0], [90.0, 0.0]])).round(decimals=6).abs()
+    tensor([[0., 1., 0.],
+            [0., 0., 1.]])
+    """
+    return _sphere(check_latlon(latlon, "latlon"))
 
 
 def _great_circle(x, y):

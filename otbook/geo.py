@@ -27,36 +27,11 @@ from ._checks import (check_choice, check_generator, check_int_at_most, check_la
                       check_pair_points, check_points, check_positive, check_positive_int,
                       check_simplex)
 from ._runtime import rand, randn
-from .costs import GROUND_COSTS, PointCloud, SumCost, pad_clouds
+from .costs import GROUND_COSTS, PointCloud, SumCost, pad_clouds, unit_vectors
 from .sinkhorn import sinkhorn
 
 __all__ = ["unit_vectors", "LocationEncoder", "region_distances", "greedy_selection",
            "Selection"]
-
-
-def unit_vectors(latlon) -> torch.Tensor:
-    """Points on the unit sphere, ``(cos lat cos lon, cos lat sin lon, sin lat)``.
-
-    Parameters
-    ----------
-    latlon : Tensor or array, shape (..., n, 2)
-        (latitude, longitude) pairs in degrees; latitudes in [-90, 90].
-
-    Returns
-    -------
-    Tensor, shape (..., n, 3)
-        On the input's device and dtype.
-
-    Examples
-    --------
-    >>> import torch
-    >>> unit_vectors(torch.tensor([[0.0, 90.0], [90.0, 0.0]])).round(decimals=6).abs()
-    tensor([[0., 1., 0.],
-            [0., 0., 1.]])
-    """
-    t = check_latlon(latlon, "latlon")
-    lat, lon = torch.deg2rad(t[..., 0]), torch.deg2rad(t[..., 1])
-    return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)
 
 
 class LocationEncoder:
