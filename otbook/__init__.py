@@ -9,7 +9,7 @@ from .exact import emd, wasserstein_1d
 from .gaussian import GaussianMap, bures_wasserstein, gaussian_map
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
-from .plans import class_coupling, class_preservation
+from .plans import ClassReport, class_coupling, class_preservation, class_report
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
 from .sliced import sliced_wasserstein
@@ -31,6 +31,8 @@ __all__ = [
     "OTResult",
     "class_coupling",
     "class_preservation",
+    "class_report",
+    "ClassReport",
     "plot",
     "data",
     "bures_wasserstein",
