@@ -175,3 +175,23 @@ def test_class_report_bad_inputs():
         ob.class_report(P, C, [0, 1, 1], [0, 1], a=[0.5, 0.5])
     with pytest.raises(ValueError, match="b"):
         ob.class_report(P, C, [0, 1, 1], [0, 1], b=[-0.5, 0.5])
+
+
+def test_class_report_relabelling_permutes_the_report():
+    x = torch.randn(24, 2, generator=gen(3), dtype=torch.float64)
+    z = torch.randn(18, 2, generator=gen(4), dtype=torch.float64) + 0.5
+    ya, yb = torch.arange(24) % 3, torch.arange(18) % 3
+    C = ob.cost_matrix(x, z)
+    plan = ob.emd(None, None, C).plan
+    perm = torch.tensor([2, 0, 1])  # class c is renamed perm[c]
+    rep, ren = ob.class_report(plan, C, ya, yb), ob.class_report(plan, C, perm[ya], perm[yb])
+    assert torch.allclose(ren.score[perm], rep.score)
+    assert torch.allclose(ren.coupling[perm][:, perm], rep.coupling)
+    for c in range(3):
+        assert torch.equal(ren.top_pairs_a[perm[c]], rep.top_pairs_a[c])
+
+
+def test_class_report_keeps_the_plan_dtype():
+    P = torch.full((4, 3), 1 / 12, dtype=torch.float32)
+    rep = ob.class_report(P, torch.ones(4, 3, dtype=torch.float64), [0, 1, 1, 0], [0, 1, 0])
+    assert rep.score.dtype == torch.float32 and rep.total.item() == pytest.approx(1.0)
