@@ -12,7 +12,7 @@ from .gaussian import (GaussianBarycenter, GaussianMap, bures_wasserstein, gauss
 from .geo import LocationEncoder, Selection, greedy_selection, region_distances
 from .gromov import gromov_divergence, gromov_objective, gromov_wasserstein
 from .kernels import kernel_matrix, mmd, mmd_gaussians
-from .plans import class_coupling, class_preservation
+from .plans import ClassReport, class_coupling, class_preservation, class_report
 from .bispectral import bispectrum, polar_resample, power_spectrum, rotate_images
 from .result import OTResult
 from .sinkhorn import eps_relative, eps_schedule, sinkhorn, sinkhorn_divergence
@@ -45,6 +45,8 @@ __all__ = [
     "polar_resample",
     "power_spectrum",
     "rotate_images",
+    "class_report",
+    "ClassReport",
     "plot",
     "data",
     "bures_wasserstein",
