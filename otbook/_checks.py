@@ -16,6 +16,7 @@ __all__ = [
     "as_tensor",
     "check_points",
     "check_pair_points",
+    "check_paired",
     "check_clouds",
     "check_weights",
     "check_cost",
@@ -127,6 +128,15 @@ def check_pair_points(x, y, names=("x", "y")) -> tuple[torch.Tensor, torch.Tenso
         raise ValueError(
             f"{nx} and {ny} must have the same feature dimension, got {x.shape[-1]} and {y.shape[-1]}"
         )
+    return x, y
+
+
+def check_paired(x, y, names=("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two point clouds paired row by row: :func:`check_pair_points` and the same shape."""
+    x, y = check_pair_points(x, y, names)
+    if x.shape != y.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape (one row per pair), "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
     return x, y
 
 
@@ -272,9 +282,13 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_plan(P, name: str = "plan", like: torch.Tensor | None = None) -> torch.Tensor:
-    """A coupling of shape ``(..., n, m)``: finite, non-negative, not empty."""
+def check_plan(P, name: str = "plan", like: torch.Tensor | None = None,
+               matrix: bool = False) -> torch.Tensor:
+    """A coupling of shape ``(..., n, m)`` (``(n, m)`` when ``matrix``): finite, non-negative,
+    not empty."""
     t = check_cost(P, name, like)  # shape, emptiness and finiteness, with the same messages
+    if matrix and t.ndim != 2:
+        raise ValueError(f"{name} must be a matrix (n, m), got shape {tuple(t.shape)}")
     if bool((t < 0).any()):
         raise ValueError(f"{name} has negative entries; a transport plan is non-negative")
     return t

@@ -174,9 +174,7 @@ def soft_labels(plan, labels, n_classes: int | None = None) -> torch.Tensor:
     tensor([[0.5000, 0.5000],
             [0.0000, 1.0000]])
     """
-    P = check_plan(plan, "plan")
-    if P.ndim != 2:
-        raise ValueError(f"plan must have shape (n, m) for soft_labels, got {tuple(P.shape)}")
+    P = check_plan(plan, "plan", matrix=True)
     lab, k = check_labels(labels, P.shape[1], "labels", n_classes)
     onehot = torch.nn.functional.one_hot(lab.to(P.device), k).to(P.dtype)
     return barycentric_projection(P, onehot)

@@ -46,9 +46,7 @@ def class_coupling(plan, labels_a, labels_b, *, n_classes_a: int | None = None,
     tensor([[0.5000, 0.0000],
             [0.1000, 0.4000]])
     """
-    plan = check_plan(plan, "plan")
-    if plan.ndim != 2:
-        raise ValueError(f"plan must be a matrix (n, m), got shape {tuple(plan.shape)}")
+    plan = check_plan(plan, "plan", matrix=True)
     ya, ka = check_labels(labels_a, plan.shape[0], "labels_a", n_classes_a)
     yb, kb = check_labels(labels_b, plan.shape[1], "labels_b", n_classes_b)
     ya, yb = ya.to(plan.device), yb.to(plan.device)
@@ -82,9 +80,7 @@ def class_preservation(plan, labels_a, labels_b) -> float:
     >>> class_preservation(P, [0, 1], [0, 1, 1])
     0.5
     """
-    plan = check_plan(plan, "plan")
-    if plan.ndim != 2:
-        raise ValueError(f"plan must be a matrix (n, m), got shape {tuple(plan.shape)}")
+    plan = check_plan(plan, "plan", matrix=True)
     ya, _ = check_labels(labels_a, plan.shape[0], "labels_a")
     yb, _ = check_labels(labels_b, plan.shape[1], "labels_b")
     k = int(max(ya.max() if len(ya) else -1, yb.max() if len(yb) else -1)) + 1
@@ -256,9 +252,7 @@ def class_report(plan, C, labels_a, labels_b, *, a=None, b=None, n_classes: int 
     >>> rep.top_pairs_a[1]  # the costliest pair leaving class 1: row 2 to column 1
     tensor([[2, 1]])
     """
-    plan = check_plan(plan, "plan")
-    if plan.ndim != 2:
-        raise ValueError(f"plan must be a matrix (n, m), got shape {tuple(plan.shape)}")
+    plan = check_plan(plan, "plan", matrix=True)
     n, m = plan.shape
     cost = as_cost(C, "C")
     if tuple(cost.shape) != (n, m):

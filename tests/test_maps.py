@@ -303,7 +303,7 @@ m1, S1, m2, S2 = gaussians()
         (lambda: ob.soft_labels(P3, torch.tensor([0, 1, 2])), ValueError, "labels must have shape \\(4,\\)"),
         (lambda: ob.soft_labels(P3, torch.tensor([0, 1, 2, -1])), ValueError, "labels has negative"),
         (lambda: ob.soft_labels(P3, torch.tensor([0, 1, 2, 3]), n_classes=3), ValueError, "n_classes is 3"),
-        (lambda: ob.soft_labels(P3[None], torch.tensor([0, 1, 2, 3])), ValueError, "shape \\(n, m\\)"),
+        (lambda: ob.soft_labels(P3[None], torch.tensor([0, 1, 2, 3])), ValueError, r"plan must be a matrix \(n, m\)"),
         (lambda: ob.gaussian_map(m1, -S1, m2, S2), ValueError, "S1 must be positive semi-definite"),
         (lambda: ob.gaussian_map(m1, S1, m2, torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)), ValueError,
          "S2 must be positive semi-definite"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import (check_callable, check_generator, check_module, check_nonnegative,
-                       check_pair_points, check_positive, check_positive_int)
+                       check_pair_points, check_paired, check_positive, check_positive_int)
 from .._runtime import progress as progress_bar
 from .._runtime import rand, randint
 from .._training import optimizer_step
@@ -66,10 +66,7 @@ def gradient_penalty(critic, x, y, *, generator=None) -> torch.Tensor:
     4.0
     """
     check_callable(critic, "critic")
-    x, y = check_pair_points(x, y, ("x", "y"))
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape (paired rows), got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
+    x, y = check_paired(x, y, ("x", "y"))
     u = rand((*x.shape[:-1], 1), like=x, generator=check_generator(generator))
     x_hat = u * x.detach() + (1 - u) * y.detach()
     return ((_gradient_norms(critic, x_hat) - 1) ** 2).mean()
@@ -151,7 +148,8 @@ def fit_critic(critic, x, y, *, penalty: float = 10.0, n_steps: int = 1000,
     >>> import torch, otbook as ob
     >>> gen = torch.Generator().manual_seed(0)
     >>> x = torch.randn(200, 1, generator=gen)
-    >>> critic = torch.nn.Linear(1, 1)
+    >>> _ = torch.manual_seed(0)  # the critic's initial weights (a linear critic started
+    >>> critic = torch.nn.Linear(1, 1)  # with the wrong sign can stall at the wrong maximum)
     >>> fit = ob.fit_critic(critic, x, x + 2.0, n_steps=500, lr=0.05, generator=gen)
     >>> round(float(fit.estimate), 2)   # W1 = 2, overshot by W1^2 / (2 penalty) = 0.2
     2.2

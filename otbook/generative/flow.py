@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import (as_tensor, check_callable, check_choice, check_finite, check_generator,
-                       check_module, check_nonnegative, check_pair_points, check_points,
-                       check_positive, check_positive_int)
+                       check_module, check_nonnegative, check_pair_points, check_paired,
+                       check_points, check_positive, check_positive_int)
 from .._runtime import progress as progress_bar
 from .._runtime import rand, randint, randn
 from .._training import optimizer_step
@@ -165,10 +165,7 @@ def flow_matching_loss(velocity, x0, x1, t=None, *, sigma: float = 0.0, generato
     0.0
     """
     check_callable(velocity, "velocity")
-    x0, x1 = check_pair_points(x0, x1, ("x0", "x1"))
-    if x0.shape != x1.shape:
-        raise ValueError(f"x0 and x1 must have the same shape (one row per pair), got "
-                         f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+    x0, x1 = check_paired(x0, x1, ("x0", "x1"))
     sigma = check_nonnegative(sigma, "sigma")
     t = _times(t, x0, generator)
     xt = (1 - t) * x0 + t * x1
