@@ -6,11 +6,14 @@ The chapters themselves are executed by pytest's nbval plugin, one test item per
 * every chapter starts with the Colab install cell (``tools.book.COLAB_CELL``) followed by a cell
   that calls ``ob.setup_notebook()``;
 * no chapter types a run's numbers into its prose (``tools/prose.py``: they are glued);
+* no code cell ends with a bare ``ob.glue(...)``, whose returned value Jupyter would print as a
+  stray number under the cell;
 * the output check flags what readers should not see, and only that.
 """
 
 from __future__ import annotations
 
+import ast
 import sys
 
 import jupytext
@@ -80,3 +83,32 @@ def test_output_check_catches_what_readers_should_not_see(tmp_path):
     for outputs in bad:
         nb = nbformat.v4.new_notebook(cells=[cell(outputs)])
         assert output_problems(nb, paths), outputs
+
+
+def bare_glue_endings(path) -> list[str]:
+    """Code cells whose last statement is a bare ``ob.glue(...)`` expression: Jupyter shows its
+    return value as a stray output line. End such a cell with ``;`` or assign the value."""
+    found = []
+    for k, cell in enumerate(jupytext.read(path).cells):
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines()
+                           if not line.lstrip().startswith(("%", "!")))
+        try:
+            body = ast.parse(source).body
+        except SyntaxError:
+            continue
+        if not body or not isinstance(body[-1], ast.Expr):
+            continue
+        call = body[-1].value
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "glue" and not source.rstrip().endswith(";")):
+            found.append(f"cell {k}: {ast.get_source_segment(source, body[-1])[:60]}")
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_no_cell_prints_a_glued_value(path):
+    found = bare_glue_endings(path)
+    assert not found, f"{path.name}: a cell ends with ob.glue(...), end it with ';':\n" + \
+        "\n".join(found)
